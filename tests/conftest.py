@@ -1,0 +1,59 @@
+"""Shared fixtures: small synthetic datasets made on the fly, and the real dev set when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "faces-dev"
+
+
+def synthetic_face(rng: np.random.Generator, label: str, size: int = 96) -> Image.Image:
+    """A crude face-like picture: an ellipse with eyes, on a background; fakes are warmer and smoother."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = np.array([200, 120, 90]) if label == "fake" else np.array([90, 120, 200])
+    image = np.ones((size, size, 3)) * base * (0.6 + 0.4 * yy[..., None])
+    face = ((xx - 0.5) / 0.3) ** 2 + ((yy - 0.5) / 0.38) ** 2 < 1
+    image[face] = [225, 190, 160]
+    for cx in (0.38, 0.62):
+        eye = ((xx - cx) / 0.05) ** 2 + ((yy - 0.42) / 0.03) ** 2 < 1
+        image[eye] = [30, 30, 30]
+    noise = rng.normal(0, 4 if label == "fake" else 18, image.shape)
+    return Image.fromarray(np.clip(image + noise, 0, 255).astype(np.uint8))
+
+
+def make_dataset(root: Path, per_class: dict[str, dict[str, int]], seed: int = 0) -> Path:
+    """Write ``{split: {label: n}}`` synthetic JPEGs under ``root/<split>/<label>/``."""
+    rng = np.random.default_rng(seed)
+    for split, labels in per_class.items():
+        for label, n in labels.items():
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                synthetic_face(rng, label).save(folder / f"img_{k:03d}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """12 train and 6 valid images per label."""
+    return make_dataset(tmp_path / "data", {"train": {"real": 12, "fake": 12}, "valid": {"real": 6, "fake": 6}})
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Tests never touch the user's cache; models converted once per test session."""
+    shared = tmp_path_factory.getbasetemp() / "facecluster-cache"
+    monkeypatch.setenv("FACECLUSTER_CACHE_DIR", str(shared))
+    return shared
+
+
+@pytest.fixture
+def dev_dataset() -> Path:
+    """The real dev set in ../shared/datasets, or a skip saying why."""
+    if not (SHARED_DEV / "train").is_dir():
+        pytest.skip(f"real dev images not found at {SHARED_DEV} (they sit in ../shared/datasets beside the clone)")
+    return SHARED_DEV
