@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -15,8 +16,9 @@ from facecluster.dataset import DatasetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cluster face embeddings and measure how well clusters separate real from fake faces.")
-out_console = Console()
-err_console = Console(stderr=True)
+# Wide enough for the score table when stdout is a pipe or a file (rich would assume 80).
+out_console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 @app.callback()
@@ -30,17 +32,17 @@ def _fail(message: str) -> None:
 
 
 def score_table(results: dict) -> Table:
-    """The study's table: accuracy per method on train and validation, plus the other scores."""
+    """The study's table: accuracy per method on each split, then the last split's other scores."""
     splits = list(results["dataset"]["counts"])
-    table = Table(title=f"{results['features']['extractor']} features, {results['reduce'].get('n_components', 'all')} dims")
-    table.add_column("method")
+    last = splits[-1]
+    dims = results["reduce"].get("n_components", "all")
+    table = Table(title=f"{results['features']['extractor']} features, {dims} dims; scores of the train-majority mapping")
+    table.add_column("method", no_wrap=True)
     table.add_column("clusters", justify="right")
     for split in splits:
         table.add_column(f"{split} acc", justify="right")
-    for split in splits:
-        table.add_column(f"{split} bal.acc", justify="right")
-    table.add_column(f"{splits[-1]} ARI", justify="right")
-    table.add_column(f"{splits[-1]} NMI", justify="right")
+    for key in ("bal.acc", "ARI", "NMI"):
+        table.add_column(f"{last} {key}", justify="right")
     for name, method in results["methods"].items():
         scores = method["scores"]
 
@@ -49,7 +51,7 @@ def score_table(results: dict) -> Table:
             return "–" if value is None else f"{value:.3f}"
 
         table.add_row(name, str(method["n_clusters"]), *[cell(s, "accuracy") for s in splits],
-                      *[cell(s, "balanced_accuracy") for s in splits], cell(splits[-1], "ari"), cell(splits[-1], "nmi"))
+                      cell(last, "balanced_accuracy"), cell(last, "ari"), cell(last, "nmi"))
     return table
 
 

@@ -83,23 +83,44 @@ class LocalEngine:
     name = "local"
 
     def __init__(self, workers: int | None = None):
-        self.workers = os.cpu_count() or 1 if workers is None else workers
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self._pool = None
 
     def _faces(self, jobs, faces_config: FacesConfig):
-        if self.workers == 0 or len(jobs) < 8:
+        """Run face jobs inline (few jobs, or ``workers=0``) or on the process pool, in order."""
+        if self.workers == 0 or (len(jobs) < 16 and self._pool is None):
             _init_worker(faces_config)
-            yield from map(_face_job, jobs)
-            return
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(self.workers, initializer=_init_worker, initargs=(faces_config,)) as pool:
-            yield from pool.imap(_face_job, jobs, chunksize=4)
+            return map(_face_job, jobs)
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = context.Pool(self.workers, initializer=_init_worker, initargs=(faces_config,))
+        return self._pool.imap(_face_job, jobs, chunksize=4)
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
 
     def extract(self, samples: list[Sample], faces_config: FacesConfig, extractor: Extractor,
                 store: FeatureStore, progress: bool = True) -> Extraction:
         """Face records and feature vectors for every sample, from the cache or computed."""
-        faces_identity = {"stage": "faces", **faces_config.model_dump(mode="json")}
-        face_table = store.table("faces", faces_identity)
-        feature_table = store.table(extractor.name, {**extractor.cache_identity(), "faces": faces_identity})
+        # Detection depends on the detector only; the crop (and so the features) on all face settings.
+        detection_identity = {"stage": "faces", "detector": faces_config.detector,
+                              "min_confidence": faces_config.min_confidence}
+        face_table = store.table("faces", detection_identity)
+        feature_table = store.table(extractor.name, {**extractor.cache_identity(),
+                                                     "faces": faces_config.model_dump(mode="json")})
+        bar = tqdm(total=len(samples), unit="img", desc="extract", file=sys.stderr, disable=not progress,
+                   dynamic_ncols=True)
+        try:
+            return self._extract(samples, faces_config, extractor, face_table, feature_table, bar)
+        finally:
+            bar.close()
+            self.close()
+
+    def _extract(self, samples, faces_config, extractor, face_table, feature_table, bar) -> Extraction:
         n = len(samples)
         records = np.full((n, RECORD_SIZE), np.nan, dtype=np.float32)
         features: list[np.ndarray | None] = [None] * n
@@ -107,37 +128,35 @@ class LocalEngine:
         messages: list[str | None] = [None] * n
         computed = {"faces": 0, "features": 0}
         seconds = {"detect": 0.0, "embed": 0.0}
-        bar = tqdm(total=n, unit="img", desc="extract", file=sys.stderr, disable=not progress, dynamic_ncols=True)
-        pool_jobs = []
         for start in range(0, n, CHUNK):
             index = list(range(start, min(n, start + CHUNK)))
             keys = [samples[i].sha256 for i in index]
             cached_faces = face_table.get(keys)
             cached_features = feature_table.get(keys)
-            todo, new_faces, new_features = [], {}, {}
+            todo, queued, new_faces, new_features = [], set(), {}, {}
             for i, key in zip(index, keys):
                 if key in cached_faces and key in cached_features:
                     records[i], features[i] = cached_faces[key], cached_features[key]
-                elif key and key in {samples[j].sha256 for j, _ in todo}:
-                    continue  # duplicate content inside the chunk: filled in below
+                elif key and key in queued:
+                    continue  # identical content earlier in the chunk: copied in _fill_duplicates
                 else:
                     todo.append((i, cached_faces.get(key)))
+                    queued.add(key)
             bar.update(len(index) - len(todo))
-            pool_jobs = [(samples[i].path, samples[i].relpath, rec, faces_config) for i, rec in todo]
+            jobs = [(samples[i].path, samples[i].relpath, cached, faces_config) for i, cached in todo]
             crops, crop_rows = [], []
-            for (i, cached), (record, crop, error, detect_seconds) in zip(todo, self._faces(pool_jobs, faces_config)):
+            for (i, cached), (record, crop, error, detect_seconds) in zip(todo, self._faces(jobs, faces_config)):
                 seconds["detect"] += detect_seconds
+                bar.update(1)
                 if error is not None:
                     status[i], messages[i] = error
                     log.warning(error[1])
-                    bar.update(1)
                     continue
                 records[i] = record
                 if cached is None and samples[i].sha256:
                     new_faces[samples[i].sha256] = record
                 crops.append(crop)
                 crop_rows.append(i)
-                bar.update(1)
             if crops:
                 started = time.perf_counter()
                 vectors = extractor.transform(np.stack(crops), records[crop_rows])
@@ -146,33 +165,33 @@ class LocalEngine:
                     features[i] = vector
                     if samples[i].sha256:
                         new_features[samples[i].sha256] = vector
-            face_table.put(list(new_faces), np.array(list(new_faces.values())).reshape(len(new_faces), RECORD_SIZE))
+            if new_faces:
+                face_table.put(list(new_faces), np.stack(list(new_faces.values())))
             if new_features:
                 feature_table.put(list(new_features), np.stack(list(new_features.values())))
             computed["faces"] += len(new_faces)
             computed["features"] += len(new_features)
-            self._fill_duplicates(samples, index, records, features, status, messages)
-        bar.close()
+            _fill_duplicates(samples, index, records, features, status, messages)
         for i in range(n):
             if status[i] == "ok" and records[i, 0] == 0:
                 status[i] = "no_face"
         dim = next((len(f) for f in features if f is not None), 0)
         matrix = np.full((n, dim), np.nan, dtype=np.float32)
-        for i, f in enumerate(features):
-            if f is not None:
-                matrix[i] = f
+        for i, vector in enumerate(features):
+            if vector is not None:
+                matrix[i] = vector
         return Extraction(matrix, records, status, messages, computed, seconds)
 
-    @staticmethod
-    def _fill_duplicates(samples, index, records, features, status, messages):
-        """Give identical files inside a chunk the result of the first of them."""
-        first: dict[str, int] = {}
-        for i in index:
-            key = samples[i].sha256
-            if not key:
-                continue
-            if key not in first:
-                first[key] = i
-            elif features[i] is None and status[i] == "ok":
-                j = first[key]
-                records[i], features[i], status[i], messages[i] = records[j], features[j], status[j], messages[j]
+
+def _fill_duplicates(samples, index, records, features, status, messages) -> None:
+    """Give identical files inside a chunk the result of the first of them."""
+    first: dict[str, int] = {}
+    for i in index:
+        key = samples[i].sha256
+        if not key:
+            continue
+        if key not in first:
+            first[key] = i
+        elif features[i] is None and status[i] == "ok":
+            j = first[key]
+            records[i], features[i], status[i], messages[i] = records[j], features[j], status[j], messages[j]

