@@ -1,7 +1,8 @@
 """Typed experiment configuration, the study preset, and TOML loading.
 
 Every setting of a run lives here, with its default. A TOML file overrides any of them
-with the same nesting, for example::
+with the same nesting (a ``[methods]`` table replaces the preset's methods as a whole: the
+methods a file lists are the methods that run), for example::
 
     [faces]
     margin = 0.3
@@ -165,7 +166,10 @@ def build_config(preset: str | None = "study", overrides: dict[str, Any] | None 
     """
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    data = _merge(PRESETS[preset] if preset else {}, overrides or {})
+    base = dict(PRESETS[preset]) if preset else {}
+    if "methods" in (overrides or {}):
+        base.pop("methods", None)  # the methods a file lists are the methods that run
+    data = _merge(base, overrides or {})
     try:
         return Config.model_validate(data)
     except ValidationError as error:

@@ -13,12 +13,20 @@ def test_study_preset_holds_the_study_settings():
 
 def test_toml_overrides_any_setting(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[faces]\nmargin = 0.3\n[methods.birch.params]\nthreshold = 0.05\nn_clusters = 4\n'
+    path.write_text('[faces]\nmargin = 0.3\n[methods.birch]\nalgorithm = "birch"\n'
+                    '[methods.birch.params]\nthreshold = 0.05\nn_clusters = 4\n'
                     '[methods.kmeans]\nalgorithm = "kmeans"\nparams = { n_clusters = 2 }\n')
     config = load_config(path)
     assert config.faces.margin == 0.3
+    assert config.reduce.n_components == 2  # the rest stays the preset's
     assert config.methods["birch"].params["threshold"] == 0.05
-    assert set(config.methods) == {"meanshift", "birch", "kmeans"}
+    assert set(config.methods) == {"birch", "kmeans"}  # listed methods replace the preset's
+
+
+def test_manual_mapping_is_read(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[methods.birch]\nalgorithm = "birch"\nmapping = { "0" = "real", "1" = "fake" }\n')
+    assert load_config(path).methods["birch"].mapping == {"0": "real", "1": "fake"}
 
 
 @pytest.mark.parametrize("text, key", [
