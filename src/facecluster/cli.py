@@ -73,19 +73,21 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: a new one under runs/)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: the user cache)."),
     workers: Optional[int] = typer.Option(None, min=0, help="Processes for decoding and detection (default: all cores)."),
+    engine: str = typer.Option("local", help="Where extraction runs: 'local' or 'ray' (pip install facecluster[ray])."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray: 'auto' or ray://host:port."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Embed, reduce and cluster the faces in DATA, then score the clusters against the labels."""
-    from facecluster.engine import LocalEngine
+    from facecluster.engine import make_engine
     from facecluster.pipeline import new_run_dir, run as run_pipeline
     from facecluster.store import FeatureStore
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         settings = load_config(config, preset)
+        runner = make_engine(engine, workers=workers, address=address)
         out = out or new_run_dir()
-        results = run_pipeline(data, settings, out, store=FeatureStore(cache_dir), engine=LocalEngine(workers),
-                               progress=not quiet)
+        results = run_pipeline(data, settings, out, store=FeatureStore(cache_dir), engine=runner, progress=not quiet)
     except (ConfigError, DatasetError) as error:
         _fail(str(error))
     _print_counts(results)

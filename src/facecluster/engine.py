@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from facecluster.config import FacesConfig
+from facecluster.config import ConfigError, FacesConfig
 from facecluster.dataset import Sample
 from facecluster.faces import RECORD_SIZE, crop_face, locate_face, make_detector
 from facecluster.features import Extractor
@@ -195,3 +195,20 @@ def _fill_duplicates(samples, index, records, features, status, messages) -> Non
         elif features[i] is None and status[i] == "ok":
             j = first[key]
             records[i], features[i], status[i], messages[i] = records[j], features[j], status[j], messages[j]
+
+
+def make_engine(name: str = "local", workers: int | None = None, address: str | None = None):
+    """The extraction engine called ``name``: ``local`` (default) or ``ray`` (optional extra).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown engine name.
+    """
+    if name == "local":
+        return LocalEngine(workers)
+    if name == "ray":
+        from facecluster.ray_engine import RayEngine
+
+        return RayEngine(workers=workers, address=address)
+    raise ConfigError(f"unknown engine {name!r}; choose 'local' or 'ray'")

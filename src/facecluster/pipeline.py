@@ -14,7 +14,7 @@ import numpy as np
 
 from facecluster.cluster import make_clusterer, n_clusters_of
 from facecluster.config import Config, dump_config
-from facecluster.dataset import Dataset, discover
+from facecluster.dataset import Dataset, DatasetError, discover
 from facecluster.engine import Extraction, LocalEngine
 from facecluster.evaluate import apply_mapping, cluster_summary, majority_mapping, score
 from facecluster.faces import crop_face
@@ -153,7 +153,8 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     usable = np.array([s in USABLE for s in extraction.status])
     train = usable & (splits == "train")
     if train.sum() < 2:
-        raise ValueError(f"{source}: fewer than 2 usable train images; nothing to cluster")
+        raise DatasetError(f"{source}: fewer than 2 usable train images; nothing to cluster. "
+                           "Check the problems listed above")
     reducer = make_reducer(config.reduce, seed=config.seed).fit(extraction.features[train])
     reduced = np.full((len(labels), reducer.transform(extraction.features[train][:1]).shape[1]), np.nan)
     reduced[usable] = reducer.transform(extraction.features[usable])
