@@ -46,6 +46,11 @@ def cluster_colour(position: int) -> str:
     return Category10_10[position % len(Category10_10)]
 
 
+def _title(name: str, method: dict) -> str:
+    algorithm = "" if name == method["algorithm"] else f" ({method['algorithm']})"
+    return f"{name}{algorithm}: {method['n_clusters']} clusters"
+
+
 def _swatch(fig: figure, targets: list, **style):
     """An empty renderer for a legend entry whose visibility the ``targets`` follow."""
     swatch = fig.scatter([np.nan], [np.nan], **style)  # one NaN point: drawn in the legend, not the plot
@@ -84,7 +89,7 @@ def _method_figure(j: int, name: str, method: dict, source: ColumnDataSource, x_
     data = source.data
     fig = figure(name=f"scatter-{j}", width=600, height=500, x_range=x_range, y_range=y_range,
                  tools="pan,wheel_zoom,box_zoom,reset", active_scroll="wheel_zoom",
-                 title=f"{name} ({method['algorithm']}, {method['n_clusters']} clusters)",
+                 title=_title(name, method),
                  x_axis_label=subtitle + " 1", y_axis_label=subtitle + " 2", toolbar_location="above")
     fig.title.text_font_size = "13px"
     labels = list(dict.fromkeys(list(MARKERS) + sorted(set(data["label"]))))
