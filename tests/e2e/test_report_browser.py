@@ -93,6 +93,15 @@ def test_report_in_chromium_offline_complete_hoverable_and_escaped(report_run):
         page.mouse.move(5, 5)
         assert page.locator("#fc-tip").is_hidden()
 
+        # A click on a legend entry hides that cluster: its points no longer answer the hover.
+        clusters = row_data(page, "c0")
+        mapping = list(results["methods"].values())[0]["mapping"]
+        page.locator(".fc-plot").first.get_by_text(f"cluster {clusters[0]} → {mapping[clusters[0]]}", exact=True).click()
+        page.wait_for_timeout(300)
+        tip = hover_point(page, "scatter-0", 0)
+        assert not tip["visible"] or tip["path"] != paths[0]
+        assert hover_point(page, "scatter-1", 0)["path"] == paths[0]  # the other figure keeps it
+
         # Hostile names are text, never markup.
         problems = page.locator("#problems").text_content()  # including the folded no-face list
         for name in ("train/fake/\"empty\" & 'odd'.jpg", f"train/real/{HOSTILE_FILE}", f"valid/fake/{HOSTILE_NESTED}"):
