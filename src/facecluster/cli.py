@@ -98,6 +98,23 @@ def run(
                       f"computed {computed['features']} of {results['dataset']['n_images']}, rest from cache",
                       highlight=False)
     err_console.print(f"results: {out / 'results.json'}", highlight=False)
+    err_console.print(f"report: {out / 'report.html'}", highlight=False)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `facecluster run`."),
+    images: Optional[Path] = typer.Option(None, help="Where the dataset's images are now, if they moved since the run."),
+) -> None:
+    """Rebuild RUN_DIR/report.html from the run's results.json and files; nothing is recomputed."""
+    from facecluster.report.html import ReportError, write_report
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        path = write_report(run_dir, root=images)
+    except ReportError as error:
+        _fail(str(error))
+    err_console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -22,6 +22,7 @@ from facecluster.features import make_extractor
 from facecluster.images import decode_rgb, read_bytes
 from facecluster.reduce import describe_reducer, make_reducer
 from facecluster.report.figures import montage_png, scatter_png
+from facecluster.report.html import write_report
 from facecluster.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[s
 
 def run(source: Path, config: Config, out: Path, store: FeatureStore | None = None,
         engine: LocalEngine | None = None, progress: bool = True) -> dict:
-    """Run the whole study on ``source`` and write results.json and figures into ``out``."""
+    """Run the whole study on ``source`` and write results.json, figures and report.html into ``out``."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     store = store or FeatureStore()
@@ -198,4 +199,5 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     }
     (out / "config.toml").write_text(dump_config(config), encoding="utf-8")
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    write_report(out)  # report.html, built from the files just written
     return results
