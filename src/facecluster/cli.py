@@ -140,9 +140,8 @@ def run(
     except OSError as error:
         where = display_name(error.filename) if error.filename else "a file"
         _fail(f"{where}: {error.strerror or error}; check the path, its permissions and the free space", 1)
-    except Exception as error:  # a bug: one line for the user, the traceback for the report
-        _fail(f"unexpected {type(error).__name__}: {error} (traceback in {_crash_report(out, error)}); "
-              "please report it", 1)
+    except Exception as error:  # one line for the user, the traceback kept for a bug report
+        _fail(f"stopped by {type(error).__name__}: {error} (traceback in {_crash_report(out, error)})", 1)
     _print_counts(results)
     _print_issues(results)
     out_console.print(score_table(results))
