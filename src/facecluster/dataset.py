@@ -42,7 +42,7 @@ OS_JUNK = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "
 SKIP_MESSAGES = {
     "hidden": "hidden file or folder; ignored",
     "os_junk": "operating-system metadata, not an image; ignored",
-    "not_in_label_folder": "not inside a label folder; move it into <split>/<label>/ to use it",
+    "not_in_label_folder": "not inside a label folder; ignored. If it is an image, move it into <split>/<label>/",
     "outside_root": ("a symbolic link leading out of the dataset folder; not read. Copy the image in, or set "
                      "[dataset] follow_links_outside_root = true"),
     "symlink_loop": "a symbolic link back to a folder that contains it; not followed. Remove the link",
@@ -116,6 +116,10 @@ def _junk_code(name: str) -> str | None:
     return "hidden" if name.startswith(".") else None
 
 
+def _looks_like_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
 def _is_inside(path: Path, root: Path) -> bool:
     return Path(os.path.realpath(path)).is_relative_to(root)
 
@@ -142,7 +146,8 @@ class _Walk:
         if count:
             entry["n_files"] = _count_files(path)
         self.skipped.append(entry)
-        (log.debug if code in ("hidden", "os_junk") else log.warning)(entry["message"])
+        quiet = code in ("hidden", "os_junk") or (code == "not_in_label_folder" and not _looks_like_image(path))
+        (log.debug if quiet else log.warning)(entry["message"])
 
     def list(self, folder: Path) -> tuple[list[Path], list[Path]]:
         """The sub-folders and files of ``folder`` worth reading; the rest is recorded as skipped."""

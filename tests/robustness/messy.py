@@ -8,6 +8,7 @@ or ``inside`` a skipped folder) so a test can check that nothing is lost.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
@@ -64,6 +65,20 @@ def top_marked_face(rng: np.random.Generator, size: int = 96) -> Image.Image:
     array = np.asarray(synthetic_face(rng, "real", size)).copy()
     array[: size // 8] = (255, 0, 0)
     return Image.fromarray(array)
+
+
+def deny_open(monkeypatch, path: Path) -> None:
+    """Make facecluster's file opening refuse ``path`` with EACCES: chmod 000 stops nobody when tests run as root."""
+    from facecluster import images
+
+    real_open = os.open
+
+    def denying(target, *args, **kwargs):
+        if os.fspath(target) == os.fspath(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(target))
+        return real_open(target, *args, **kwargs)
+
+    monkeypatch.setattr(images.os, "open", denying)
 
 
 class Messy:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 
 import pytest
 
-from facecluster import images
 from facecluster.config import DatasetConfig, build_config
 from facecluster.dataset import DatasetError, discover
 from facecluster.engine import LocalEngine
 from facecluster.pipeline import run
 from facecluster.store import FeatureStore
 from tests.conftest import make_dataset
+from tests.robustness.messy import deny_open
 
 
 def _skipped(dataset) -> dict[str, str]:
@@ -129,14 +128,7 @@ def test_unreadable_file_is_reported_and_the_run_goes_on(tmp_path, monkeypatch):
     locked = root / "train" / "real" / "img_001.jpg"
     if hasattr(os, "geteuid") and os.geteuid() != 0:
         locked.chmod(0)
-    real_open = os.open
-
-    def denying(target, *args, **kwargs):
-        if os.fspath(target) == os.fspath(locked):
-            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(target))
-        return real_open(target, *args, **kwargs)
-
-    monkeypatch.setattr(images.os, "open", denying)
+    deny_open(monkeypatch, locked)
     config = build_config("study", {"faces": {"detector": "none"}})
     results = run(root, config, tmp_path / "run", store=FeatureStore(tmp_path / "cache"),
                   engine=LocalEngine(workers=0), progress=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 
@@ -10,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecluster import images
 from facecluster.config import FacesConfig
 from facecluster.faces import crop_face, locate_face
 from facecluster.images import ImageError, decode_rgb, display_name, read_bytes
-from tests.robustness.messy import encode, exif_rotated_jpeg, png_with_header, top_marked_face
+from tests.robustness.messy import deny_open, encode, exif_rotated_jpeg, png_with_header, top_marked_face
 
 
 def test_exif_orientation_is_honoured_so_the_face_crop_is_upright():
@@ -126,14 +124,7 @@ def test_permission_denied_is_unreadable_simulated(tmp_path, monkeypatch):
     """The same path as the test above, for root (which no file mode stops): os.open says EACCES."""
     path = tmp_path / "locked.jpg"
     path.write_bytes(b"x")
-    real_open = os.open
-
-    def denying(target, *args, **kwargs):
-        if os.fspath(target) == os.fspath(path):
-            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(target))
-        return real_open(target, *args, **kwargs)
-
-    monkeypatch.setattr(images.os, "open", denying)
+    deny_open(monkeypatch, path)
     with pytest.raises(ImageError) as caught:
         read_bytes(path, "locked.jpg")
     assert caught.value.code == "unreadable" and str(caught.value).startswith("locked.jpg: permission denied")

@@ -140,41 +140,8 @@ def _csv_world() -> tuple[Path, Path]:
     return base, root
 
 
-def _check_dataset(dataset: Dataset, root: Path) -> None:
-    real_root = Path(os.path.realpath(root))
-    for sample in dataset.samples:
-        assert Path(os.path.realpath(sample.path)).is_relative_to(real_root), sample
-        assert not sample.relpath.startswith("..") and not os.path.isabs(sample.relpath)
-        assert sample.label in ("real", "fake") and sample.split in ("train", "valid", "test")
-    for item in dataset.skipped:
-        assert item["code"] == "outside_root" and "\n" not in item["message"]
-
-
-@SETTINGS
-@given(rows=ROWS, with_split=st.booleans(), bom=st.booleans())
-def test_any_csv_rows_give_a_dataset_inside_the_root_or_a_dataset_error(rows, with_split, bom):
-    base, root = _csv_world()
-    try:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["path", "label", "split"] if with_split else ["label", "path"])
-        for path, label, split in rows:
-            writer.writerow([path, label, split] if with_split else [label, path])
-        (root / "list.csv").write_text(("\ufeff" if bom else "") + buffer.getvalue(), encoding="utf-8")
-        try:
-            dataset = discover(root / "list.csv")
-        except DatasetError as error:
-            assert "\n" not in str(error)
-            return
-        _check_dataset(dataset, root)
-        assert len(dataset.samples) + len(dataset.skipped) == len(rows)
-    finally:
-        shutil.rmtree(base)
-
-
-@SETTINGS
-@given(content=st.binary(max_size=300) | st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")))
-def test_any_bytes_as_a_csv_give_a_dataset_inside_the_root_or_a_dataset_error(content):
+def _discover_csv(content: bytes) -> Dataset | None:
+    """Discover ``content`` as a CSV in a fresh `_csv_world`: a Dataset inside the root, or None for a DatasetError."""
     base, root = _csv_world()
     try:
         (root / "list.csv").write_bytes(content)
@@ -182,10 +149,35 @@ def test_any_bytes_as_a_csv_give_a_dataset_inside_the_root_or_a_dataset_error(co
             dataset = discover(root / "list.csv")
         except DatasetError as error:
             assert "\n" not in str(error)
-            return
-        _check_dataset(dataset, root)
+            return None
+        real_root = Path(os.path.realpath(root))
+        for sample in dataset.samples:
+            assert Path(os.path.realpath(sample.path)).is_relative_to(real_root), sample
+            assert not sample.relpath.startswith("..") and not os.path.isabs(sample.relpath)
+            assert sample.label in ("real", "fake") and sample.split in ("train", "valid", "test")
+        for item in dataset.skipped:
+            assert item["code"] == "outside_root" and "\n" not in item["message"]
+        return dataset
     finally:
         shutil.rmtree(base)
+
+
+@SETTINGS
+@given(rows=ROWS, with_split=st.booleans(), bom=st.booleans())
+def test_any_csv_rows_give_a_dataset_inside_the_root_or_a_dataset_error(rows, with_split, bom):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "label", "split"] if with_split else ["label", "path"])
+    for path, label, split in rows:
+        writer.writerow([path, label, split] if with_split else [label, path])
+    dataset = _discover_csv((("\ufeff" if bom else "") + buffer.getvalue()).encode("utf-8"))
+    assert dataset is None or len(dataset.samples) + len(dataset.skipped) == len(rows)
+
+
+@SETTINGS
+@given(content=st.binary(max_size=300) | st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")))
+def test_any_bytes_as_a_csv_give_a_dataset_inside_the_root_or_a_dataset_error(content):
+    _discover_csv(content)
 
 
 # --- folder trees ---------------------------------------------------------------------------------
