@@ -222,3 +222,36 @@ def test_any_folder_tree_accounts_for_every_file_or_is_a_dataset_error(tree):
         assert len(read) + counted == len(files)
     finally:
         shutil.rmtree(root)
+
+
+# --- damaged image files --------------------------------------------------------------------------
+
+def _pristine() -> dict[str, bytes]:
+    from tests.robustness.messy import encode, exif_rotated_jpeg, top_marked_face
+    import numpy as np
+
+    face = top_marked_face(np.random.default_rng(5), 48)
+    files = {fmt: encode(face, fmt) for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")}
+    files["EXIF"] = exif_rotated_jpeg(face)
+    return files
+
+
+PRISTINE = _pristine()
+DAMAGE = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fmt=st.sampled_from(sorted(PRISTINE)), damage=DAMAGE, keep=st.floats(0, 1))
+def test_any_damage_to_an_image_file_gives_pixels_or_an_image_error(fmt, damage, keep):
+    from facecluster.images import ImageError, decode_rgb
+
+    data = bytearray(PRISTINE[fmt][: max(0, round(keep * len(PRISTINE[fmt])))] if keep < 1 else PRISTINE[fmt])
+    for where, value in damage:
+        if data:
+            data[int(where * len(data))] = value
+    try:
+        rgb = decode_rgb(bytes(data), f"x.{fmt.lower()}")
+    except ImageError as error:
+        assert str(error).startswith("x.") and "\n" not in str(error)
+        return
+    assert rgb.dtype.name == "uint8" and rgb.ndim == 3 and rgb.shape[2] == 3 and min(rgb.shape[:2]) >= 20
