@@ -29,6 +29,13 @@ from tests.conftest import make_dataset
 RUN = ("import runpy, sys\n"
        "import facecluster.engine as engine\n"
        "engine.CHUNK = 16\n"
+       "make = engine.make_engine\n"
+       "def small_chunks(*args, **kwargs):\n"
+       "    made = make(*args, **kwargs)\n"
+       "    if hasattr(made, 'chunk_size'):\n"
+       "        made.chunk_size = 16\n"
+       "    return made\n"
+       "engine.make_engine = small_chunks\n"
        "sys.argv = ['facecluster', *sys.argv[1:]]\n"
        "runpy.run_module('facecluster', run_name='__main__', alter_sys=True)\n")
 SPLITS = {"train": {"real": 24, "fake": 24}, "valid": {"real": 8, "fake": 8}}
