@@ -11,8 +11,10 @@ import facecluster
 from facecluster import faces
 
 SRC = Path(facecluster.__file__).resolve().parent
-# Modules whose loading runs code hidden in the file (pickle and its relatives).
-CODE_LOADING_MODULES = {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "shelve", "marshal", "joblib"}
+# Modules whose loading runs code hidden in the file. `pickle` itself may be imported only to
+# subclass its Unpickler with a `find_class` that admits an allowlist (what torch's
+# ``weights_only`` does); pickle.load/loads and a bare Unpickler are refused below.
+CODE_LOADING_MODULES = {"_pickle", "cPickle", "dill", "cloudpickle", "shelve", "marshal", "joblib"}
 FORBIDDEN_CALLS = {"eval", "exec", "read_pickle", "unsafe_load", "full_load", "load_model"}
 
 
@@ -35,12 +37,19 @@ def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
                 found.append((node.lineno, f"imports {sorted(roots & CODE_LOADING_MODULES)}"))
             if module in ("numpy", "torch") and "load" in names:
                 found.append((node.lineno, f"from {module} import load (call it as {module}.load to be checked)"))
+        elif isinstance(node, ast.ClassDef):
+            unpickler = any(ast.unparse(base).endswith("Unpickler") for base in node.bases)
+            methods = {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
+            if unpickler and "find_class" not in methods:
+                found.append((node.lineno, f"class {node.name} unpickles without a find_class allowlist"))
         elif isinstance(node, ast.Call):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
             owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
             if name in FORBIDDEN_CALLS:
                 found.append((node.lineno, f"calls {name}()"))
+            elif owner in ("pickle", "_pickle") and name in ("load", "loads", "Unpickler"):
+                found.append((node.lineno, f"pickle.{name} runs whatever the file says"))
             elif name == "load" and owner in ("np", "numpy") and _keyword(node, "allow_pickle") is not False:
                 found.append((node.lineno, "np.load without allow_pickle=False"))
             elif name == "load" and owner == "torch" and _keyword(node, "weights_only") is not True:
@@ -51,10 +60,12 @@ def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_the_scanner_catches_what_it_must():
-    bad = ("import pickle\nfrom joblib import load\nimport numpy as np\nnp.load(f)\nnp.load(f, allow_pickle=True)\n"
-           "torch.load(f)\neval(s)\nyaml.load(s)\npd.read_pickle(p)\nfrom numpy import load\n")
-    assert sorted(line for line, _ in unsafe_calls(ast.parse(bad))) == [1, 2, 4, 5, 6, 7, 8, 9, 10]
-    good = "np.load(f, allow_pickle=False)\ntorch.load(f, weights_only=True)\nyaml.load(s, Loader=yaml.SafeLoader)\n"
+    bad = ("pickle.loads(b)\nfrom joblib import load\nimport numpy as np\nnp.load(f)\nnp.load(f, allow_pickle=True)\n"
+           "torch.load(f)\neval(s)\nyaml.load(s)\npd.read_pickle(p)\nfrom numpy import load\n"
+           "class Loose(pickle.Unpickler):\n    pass\npickle.Unpickler(f).load()\nimport dill\n")
+    assert sorted(line for line, _ in unsafe_calls(ast.parse(bad))) == [1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14]
+    good = ("np.load(f, allow_pickle=False)\ntorch.load(f, weights_only=True)\nyaml.load(s, Loader=yaml.SafeLoader)\n"
+            "import pickle\nclass Strict(pickle.Unpickler):\n    def find_class(self, module, name):\n        raise KeyError\n")
     assert unsafe_calls(ast.parse(good)) == []
 
 
