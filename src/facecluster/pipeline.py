@@ -6,6 +6,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -191,13 +192,23 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "reduce": describe_reducer(reducer),
         "methods": methods,
         "problems": problems,
+        "skipped": dataset.skipped,
+        "warnings": dataset.warnings,
+        "leaks": dataset.leaks,
         "images": _image_entries(dataset, extraction, assignments),
         "provenance": {"versions": package_versions(), "seed": config.seed,
                        "config": config.model_dump(mode="json"), "engine": engine.name},
         "timings": {"extract_seconds": round(extract_seconds, 3), **{f"{k}_seconds": round(v, 3) for k, v in extraction.seconds.items()},
                     "computed": extraction.computed, "total_seconds": round(time.perf_counter() - started, 3)},
     }
-    (out / "config.toml").write_text(dump_config(config), encoding="utf-8")
-    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    _write_atomically(out / "config.toml", dump_config(config))
+    _write_atomically(out / "results.json", json.dumps(results, indent=2))  # last: a run is done once it exists
     write_report(out)  # report.html, built from the files just written
     return results
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write through a temporary file renamed into place: a killed run never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
