@@ -219,7 +219,8 @@ def write_report(run_dir: Path, results: dict | None = None, root: Path | None =
     html = build_report(run_dir, results, root)
     path = run_dir / REPORT_NAME
     partial = path.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
-    partial.write_text(html, encoding="utf-8")
+    # File names that are not UTF-8 reach here as lone surrogates: written as visible escapes.
+    partial.write_bytes(html.encode("utf-8", "backslashreplace"))
     partial.replace(path)
     log.info("report: %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
