@@ -57,6 +57,11 @@ class FacesConfig(_Strict):
         0.2, ge=0.0, le=2.0, description="Margin added around the face box, as a fraction of its size."
     )
     size: int = Field(160, ge=32, le=1024, description="Side of the square face crop, in pixels.")
+    crop: Literal["box", "aligned"] = Field(
+        "box",
+        description="'box': the detector's box with margin (the study's); 'aligned': a 5-point similarity "
+        "transform puts the landmarks on a fixed template (faces aligned identically).",
+    )
 
 
 class FeaturesConfig(_Strict):
@@ -65,6 +70,8 @@ class FeaturesConfig(_Strict):
     extractor: str = "facenet"
     backend: Literal["auto", "onnx", "opencv"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
+    weights: str | None = Field(
+        None, description="Weights file for 'facenet-vggface2' (facenet-pytorch .pt or keras-facenet .h5).")
 
 
 class ReduceConfig(_Strict):
