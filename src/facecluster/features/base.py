@@ -26,7 +26,8 @@ def check_crops(crops: np.ndarray, records: np.ndarray | None = None) -> np.ndar
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """The grey level (0–255, float64) of an RGB uint8 image."""
-    return rgb.astype(np.float64) @ LUMA
+    rgb = rgb.astype(np.float64)
+    return rgb[..., 0] * LUMA[0] + rgb[..., 1] * LUMA[1] + rgb[..., 2] * LUMA[2]  # no BLAS: see noise.py
 
 
 class HandcraftedFeatures:

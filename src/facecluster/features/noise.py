@@ -50,7 +50,8 @@ def _moments(values: np.ndarray) -> list[float]:
     if std < 1e-9:
         return [0.0, 0.0, 0.0]
     z = centred / std
-    return [float(np.log1p(std)), float(np.mean(z ** 3)), float(np.mean(z ** 4) - 3.0)]
+    z2 = z * z
+    return [float(np.log1p(std)), float(np.mean(z2 * z)), float(np.mean(z2 * z2) - 3.0)]
 
 
 def _quantise(values: np.ndarray) -> np.ndarray:
@@ -65,9 +66,10 @@ def co_occurrence(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    # elementwise sums, not BLAS dot products: BLAS threads crawl on a busy machine
     a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
-    denominator = np.sqrt((a @ a) * (b @ b))
-    return float(a @ b / denominator) if denominator > 1e-9 else 1.0
+    denominator = np.sqrt(np.sum(a * a) * np.sum(b * b))
+    return float(np.sum(a * b) / denominator) if denominator > 1e-9 else 1.0
 
 
 class NoiseFeatures(HandcraftedFeatures):
