@@ -43,7 +43,8 @@ def _facenet(config: FeaturesConfig) -> Extractor:
 def _facenet_bottleneck(config: FeaturesConfig) -> Extractor:
     from facecluster.features.facenet import FaceNetFeatures
 
-    return FaceNetFeatures(backend=config.backend, batch_size=config.batch_size, output="bottleneck")
+    return FaceNetFeatures(backend=config.backend, batch_size=config.batch_size, output="bottleneck",
+                           standardization=config.standardization)
 
 
 def _facenet_vggface2(config: FeaturesConfig) -> Extractor:
