@@ -40,7 +40,7 @@ class GeometryFeatures(HandcraftedFeatures):
     def transform(self, crops: np.ndarray, records: np.ndarray) -> np.ndarray:
         """Normalised landmarks and box from the records (N×18); the crops only fix N."""
         crops = check_crops(crops, records)
-        records = np.asarray(records, dtype=np.float64).reshape(len(crops), -1)
+        records = np.asarray(records, dtype=np.float64)
         out = np.zeros((len(crops), self.dim), dtype=np.float32)
         for i, record in enumerate(records):
             width, height = record[16], record[17]

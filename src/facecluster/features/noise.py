@@ -28,8 +28,8 @@ TRUNCATION = 2  # quantised residuals are clipped to -2 … 2: 5 levels, 25 pair
 
 
 def _median_residual(channel: np.ndarray) -> np.ndarray:
-    """The channel minus its 3×3 median (computed on the channel rounded to 8 bits)."""
-    smooth = cv2.medianBlur(np.clip(np.rint(channel), 0, 255).astype(np.uint8), 3)
+    """The channel minus its 3×3 median."""
+    smooth = cv2.medianBlur(channel.astype(np.float32), 3)
     return channel - smooth
 
 
