@@ -24,7 +24,8 @@ from facecluster.features.tf_graph import read_graph_def
 from facecluster.features.vggface2 import (
     BN_EPSILON, FILENAMES, SCOPE, VGGFace2Features, VGGFace2WeightsError, checkpoint_weights, graph_layers,
     keras_layer, torch_module)
-from facecluster.features.weights_io import LEGACY_MAGIC, WeightsFileError, read_keras_h5, read_torch_state_dict
+from facecluster.features.weights_io import (
+    LEGACY_MAGIC, WeightsFileError, read_keras_h5, read_torch_state_dict, read_weights)
 
 # --- writers of the real file formats, without torch or keras --------------------------------------------
 
@@ -249,3 +250,17 @@ def test_wrong_architecture_is_refused_with_the_missing_names(tmp_path, shipped)
     path = write_torch_zip(tmp_path / "other.pt", {"fc.weight": np.zeros((2, 2), np.float32)})
     with pytest.raises(VGGFace2WeightsError, match="missing .*conv2d_1a.conv.weight"):
         VGGFace2Features(weights=str(path)).transform(faces(1), np.zeros((1, 18)))
+
+
+def test_garbage_and_malformed_files_give_one_line_errors(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(WeightsFileError, match="junk.pt: not a readable PyTorch file"):
+        read_torch_state_dict(junk)
+    reversed_rows = np.arange(6, dtype=np.float32)[::-1]  # negative stride: would read before the buffer
+    with pytest.raises(WeightsFileError, match="malformed"):
+        read_torch_state_dict(write_torch_zip(tmp_path / "bad.pt", {"w": reversed_rows}))
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    with pytest.raises(WeightsFileError, match="neither a PyTorch .pt nor a Keras .h5"):
+        read_weights(text)

@@ -42,10 +42,12 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     if isinstance(storage, _Pending):
         return _LazyTensor(storage.key, (storage_offset, size, stride))
     size, stride = tuple(int(v) for v in size), tuple(int(v) for v in stride)
+    if len(size) != len(stride) or min((*size, *stride, storage_offset), default=0) < 0:
+        raise WeightsFileError(f"a tensor with size {size}, stride {stride} and offset {storage_offset} is malformed")
     if not size:
         return np.array(storage[storage_offset])
     needed = storage_offset + 1 + sum((n - 1) * s for n, s in zip(size, stride))
-    if min(size) > 0 and needed > storage.size:
+    if min(size) > 0 and needed > storage.size or storage_offset > storage.size:
         raise WeightsFileError(f"a tensor of shape {size} reaches past its storage of {storage.size} values")
     base = storage[storage_offset:]
     return np.lib.stride_tricks.as_strided(base, size, [s * base.itemsize for s in stride]).copy()
@@ -133,27 +135,21 @@ def _read_legacy_state_dict(path: Path) -> dict[str, np.ndarray]:
     def load(load_storage=remember):
         return _RestrictedUnpickler(stream, str(path), load_storage).load()  # consecutive pickles, one stream
 
-    try:
-        if load() != LEGACY_MAGIC:
-            raise WeightsFileError(f"{path}: neither a zip nor a legacy PyTorch file (wrong magic number)")
-        load()  # protocol version
-        system = load()
-        if isinstance(system, dict) and not system.get("little_endian", True):
-            raise WeightsFileError(f"{path}: big-endian legacy PyTorch files are not supported")
-        result = load()
-        keys = load()
-        arrays = {}
-        for key in keys:
-            dtype = storages[str(key)]
-            (numel,) = struct.unpack("<q", stream.read(8))
-            raw = stream.read(numel * dtype.itemsize)
-            if len(raw) != numel * dtype.itemsize:
-                raise WeightsFileError(f"{path}: truncated tensor data")
-            arrays[str(key)] = np.frombuffer(raw, dtype=dtype)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, struct.error) as error:
-        if isinstance(error, WeightsFileError):
-            raise
-        raise WeightsFileError(f"{path}: not a readable PyTorch file ({type(error).__name__}: {error})") from None
+    if load() != LEGACY_MAGIC:
+        raise WeightsFileError(f"{path}: neither a zip nor a legacy PyTorch file (wrong magic number)")
+    load()  # protocol version
+    system = load()
+    if isinstance(system, dict) and not system.get("little_endian", True):
+        raise WeightsFileError(f"{path}: big-endian legacy PyTorch files are not supported")
+    result = load()
+    arrays = {}
+    for key in load():
+        dtype = storages[str(key)]
+        (numel,) = struct.unpack("<q", stream.read(8))
+        raw = stream.read(numel * dtype.itemsize)
+        if len(raw) != numel * dtype.itemsize:
+            raise WeightsFileError(f"{path}: truncated tensor data")
+        arrays[str(key)] = np.frombuffer(raw, dtype=dtype)
     if isinstance(result, dict):
         result = {k: v.build(arrays) if isinstance(v, _LazyTensor) else v for k, v in result.items()}
     return _check_state_dict(result, str(path))
@@ -185,14 +181,13 @@ def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         When the file is not a state dict of tensors, or refers to anything else.
     """
     path = Path(path)
-    if zipfile.is_zipfile(path):
-        try:
-            return _read_zip_state_dict(path)
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError) as error:
-            if isinstance(error, WeightsFileError):
-                raise
-            raise WeightsFileError(f"{path}: not a readable PyTorch file ({error})") from None
-    return _read_legacy_state_dict(path)
+    try:
+        return _read_zip_state_dict(path) if zipfile.is_zipfile(path) else _read_legacy_state_dict(path)
+    except WeightsFileError as error:
+        message = str(error)
+        raise WeightsFileError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, struct.error) as error:
+        raise WeightsFileError(f"{path}: not a readable PyTorch file ({type(error).__name__}: {error})") from None
 
 
 def read_keras_h5(path: str | Path) -> dict[str, np.ndarray]:
