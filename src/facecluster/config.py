@@ -54,7 +54,8 @@ class FacesConfig(_Strict):
     detector: Literal["mtcnn", "none"] = "mtcnn"
     min_confidence: float = Field(0.9, ge=0.0, le=1.0, description="Detections below it are ignored.")
     margin: float = Field(
-        0.2, ge=0.0, le=2.0, description="Margin added around the face box, as a fraction of its size."
+        0.2, ge=-0.5, le=2.0, description="Margin added around the face box (or the alignment template), as a "
+        "fraction of its size; negative crops tighter, inside the face."
     )
     size: int = Field(160, ge=32, le=1024, description="Side of the square face crop, in pixels.")
     crop: Literal["box", "aligned"] = Field(

@@ -126,19 +126,44 @@ def alignment_template(size: int, margin: float = 0.0) -> np.ndarray:
     return (((unit - 0.5) / (1.0 + margin)) + 0.5) * size
 
 
+def alignment_matrix(record: np.ndarray, size: int, margin: float = 0.0) -> np.ndarray | None:
+    """The 2×3 similarity transform from image pixels to the aligned crop, or None without usable landmarks."""
+    points = np.asarray(record[6:16], dtype=np.float32).reshape(5, 2)
+    if record[0] <= 0 or not np.isfinite(points).all():
+        return None
+    matrix, _ = cv2.estimateAffinePartial2D(points, alignment_template(size, margin), method=cv2.LMEDS)
+    return matrix if matrix is not None and np.isfinite(matrix).all() else None
+
+
+def alignment_framing(record: np.ndarray, size: int, margin: float = 0.0) -> dict[str, float] | None:
+    """How an aligned crop sits in its image: share of the crop outside the image (filled by reflection),
+    and image pixels per crop pixel (above 1: the face was shrunk).
+
+    Both are framing cues in their own right: on a dataset where one class is cropped tighter than
+    the template, its aligned crops are padded and more shrunk. None without landmarks.
+    """
+    matrix = alignment_matrix(record, size, margin)
+    if matrix is None:
+        return None
+    inverse = cv2.invertAffineTransform(matrix)
+    yy, xx = np.mgrid[0:size, 0:size]
+    source = np.stack([xx.ravel(), yy.ravel(), np.ones(xx.size)], axis=1) @ inverse.T
+    width, height = float(record[16]), float(record[17])
+    outside = (source[:, 0] < -0.5) | (source[:, 1] < -0.5) | (source[:, 0] > width - 0.5) | (source[:, 1] > height - 0.5)
+    return {"outside_fraction": float(outside.mean()),
+            "source_pixels_per_crop_pixel": float(np.sqrt(abs(np.linalg.det(inverse[:, :2]))))}
+
+
 def align_face(rgb: np.ndarray, record: np.ndarray, size: int, margin: float = 0.0) -> np.ndarray:
     """Warp the face so its 5 landmarks land on `alignment_template` (a similarity transform).
 
     Rotation, uniform scale and translation are fitted to the landmarks in ``record[6:16]``
-    (`cv2.estimateAffinePartial2D`). When shrinking, the image is first resized with area
+    (`cv2.estimateAffinePartial2D`). A negative ``margin`` zooms in on the inner face. When shrinking, the image is first resized with area
     averaging, as `crop_face` does, so aligned and box crops are resampled alike. Pixels outside
     the image are filled by reflection. Without a face (or landmarks), the box crop is returned.
     """
-    points = np.asarray(record[6:16], dtype=np.float32).reshape(5, 2)
-    if record[0] <= 0 or not np.isfinite(points).all():
-        return crop_face(rgb, record, margin, size)
-    matrix, _ = cv2.estimateAffinePartial2D(points, alignment_template(size, margin), method=cv2.LMEDS)
-    if matrix is None or not np.isfinite(matrix).all():
+    matrix = alignment_matrix(record, size, margin)
+    if matrix is None:
         return crop_face(rgb, record, margin, size)
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     if scale < 1.0:

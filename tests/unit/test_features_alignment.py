@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from facecluster.config import FacesConfig, build_config
-from facecluster.faces import alignment_template, align_face, crop_face, cut_face
+from facecluster.faces import alignment_framing, alignment_template, align_face, crop_face, cut_face
 
 
 def dots_image(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -97,3 +97,21 @@ def test_cut_face_follows_the_crop_setting_and_box_stays_the_default():
     np.testing.assert_array_equal(cut_face(image, record, box), crop_face(image, record, 0.1, 96))
     np.testing.assert_array_equal(cut_face(image, record, aligned), align_face(image, record, 96, 0.1))
     assert cut_face(image, record, aligned, size=48).shape == (48, 48, 3)
+
+
+def test_alignment_framing_measures_padding_and_shrinking():
+    size = 100
+    template = alignment_template(size)
+    small = record_for(similar(template - size / 2, 0, 1.0, (300, 300)), 600, 600)  # well inside the image
+    framing = alignment_framing(small, size)
+    assert framing["outside_fraction"] == 0.0
+    assert framing["source_pixels_per_crop_pixel"] == pytest.approx(1.0, rel=1e-3)
+    big = record_for(similar(template - size / 2, 0, 4.0, (200, 200)), 380, 380)  # the crop spans 0…400 px
+    framing = alignment_framing(big, size)
+    assert framing["source_pixels_per_crop_pixel"] == pytest.approx(4.0, rel=1e-3)
+    assert framing["outside_fraction"] == pytest.approx(1 - (380 / 400) ** 2, abs=0.01)
+    tight = alignment_framing(big, size, margin=-0.5)
+    assert tight["outside_fraction"] == 0.0 and tight["source_pixels_per_crop_pixel"] == pytest.approx(2.0, rel=1e-3)
+    no_face = np.full(18, np.nan, np.float32)
+    no_face[0] = 0
+    assert alignment_framing(no_face, size) is None
