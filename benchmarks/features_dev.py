@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: a new temporary one)")
     parser.add_argument("--families", nargs="*", default=FAMILIES)
     parser.add_argument("--dims", nargs="*", type=int, default=[2, 10])
+    parser.add_argument("--crops", nargs="*", default=["box", "aligned", "aligned:-0.5"],
+                        help="crop[:margin[:size]]; margin and size default to the preset's 0.2 and 160")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if importlib.util.find_spec("dlib") is None and "dlib" in args.families:
@@ -78,18 +80,20 @@ def main() -> None:
     store = FeatureStore(cache)
     rows = []
     with tempfile.TemporaryDirectory() as runs:
-        for crop in ("box", "aligned"):
+        for variant in args.crops:
+            crop, margin, size = (variant.split(":") + ["", ""])[:3]
             for family in args.families:
                 for dims in args.dims:
                     config = build_config("study", {
-                        "features": {"extractor": family}, "faces": {"crop": crop},
+                        "features": {"extractor": family}, "faces": {"crop": crop, "margin": float(margin or 0.2),
+                                                                  "size": int(size or 160)},
                         "reduce": {"standardize": True, "n_components": dims}, "methods": METHODS})
                     started = time.perf_counter()
-                    results = run(args.data, config, Path(runs) / f"{crop}-{family}-{dims}", store=store,
+                    results = run(args.data, config, Path(runs) / f"{variant}-{family}-{dims}", store=store,
                                   engine=LocalEngine(), progress=False)
                     timings = results["timings"]
                     valid = [s for s in results["dataset"]["counts"] if s != "train"][0]
-                    row = {"crop": crop, "family": family, "pca": dims, "dim": results["features"]["dim"],
+                    row = {"crop": variant, "family": family, "pca": dims, "dim": results["features"]["dim"],
                            "valid": {name: m["scores"][valid]["balanced_accuracy"]
                                      for name, m in results["methods"].items()},
                            "train": {name: m["scores"]["train"]["balanced_accuracy"]
@@ -105,11 +109,11 @@ def main() -> None:
                     print(json.dumps(row), file=sys.stderr, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"data": str(args.data), "methods": METHODS, "rows": rows}, indent=2))
-    print(f"{'crop':8} {'family':20} {'pca':>3} {'dim':>5} " + " ".join(f"{m:>9}" for m in METHODS)
+    print(f"{'crop':12} {'family':20} {'pca':>3} {'dim':>5} " + " ".join(f"{m:>9}" for m in METHODS)
           + f" {'logreg':>7} {'feat s':>7} {'ms/img':>7}")
     for row in rows:
         per_image = (1000 * row["embed_seconds"] / row["features_computed"]) if row["features_computed"] else None
-        print(f"{row['crop']:8} {row['family']:20} {row['pca']:>3} {row['dim']:>5} "
+        print(f"{row['crop']:12} {row['family']:20} {row['pca']:>3} {row['dim']:>5} "
               + " ".join(f"{row['valid'][m]:9.3f}" for m in METHODS)
               + f" {row.get('supervised_logreg_valid', float('nan')):7.3f}"
               + (f" {row['embed_seconds']:7.1f} {per_image:7.1f}" if per_image else f" {'cached':>7} {'':>7}"))
