@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
+import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from facecluster.config import ConfigError, load_config
 from facecluster.dataset import DatasetError
+from facecluster.images import display_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cluster face embeddings and measure how well clusters separate real from fake faces.")
@@ -26,9 +31,49 @@ def _main() -> None:
     """Cluster face embeddings and measure how well clusters separate real from fake faces."""
 
 
-def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+def _fail(message: str, code: int = 2) -> None:
+    # Text, not markup: a file name like "[/x].jpg" must print as it is, not crash rich.
+    err_console.print(Text.assemble(("error:", "bold red"), " ", display_name(message)), highlight=False,
+                      soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _say(message: str) -> None:
+    err_console.print(Text(message), highlight=False, soft_wrap=True)
+
+
+def _tally(items: list[dict]) -> str:
+    return ", ".join(f"{n} {code}" for code, n in Counter(item["code"] for item in items).most_common())
+
+
+def _print_issues(results: dict) -> None:
+    """One line each for unusable images, files not read and warnings; the details are in results.json."""
+    problems, skipped, warnings = results["problems"], results.get("skipped", []), results.get("warnings", [])
+    if problems:
+        _say(f"problems: {len(problems)} image(s) unusable ({_tally(problems)}); each is named above and in "
+             "results.json 'problems'")
+    if skipped:
+        files = sum(item.get("n_files", 1) for item in skipped)
+        _say(f"skipped: {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not read ({files} file(s): "
+             f"{_tally(skipped)}); listed in results.json 'skipped'")
+    if warnings:
+        _say(f"warnings: {len(warnings)} ({_tally(warnings)}); named above and in results.json 'warnings'")
+
+
+def _crash_report(out: Optional[Path], error: BaseException) -> str:
+    """Save the traceback of an unexpected error; return where it went."""
+    text = "".join(traceback.format_exception(error))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "error.log"
+        path.write_text(text, encoding="utf-8", errors="backslashreplace")
+    except (OSError, AttributeError):
+        handle = tempfile.NamedTemporaryFile("w", prefix="facecluster-error-", suffix=".log", delete=False,
+                                             encoding="utf-8", errors="backslashreplace")
+        with handle:
+            handle.write(text)
+        path = Path(handle.name)
+    return str(path)
 
 
 def score_table(results: dict) -> Table:
@@ -90,7 +135,15 @@ def run(
         results = run_pipeline(data, settings, out, store=FeatureStore(cache_dir), engine=runner, progress=not quiet)
     except (ConfigError, DatasetError) as error:
         _fail(str(error))
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to resume from the feature cache", 130)
+    except OSError as error:
+        where = display_name(error.filename) if error.filename else "a file"
+        _fail(f"{where}: {error.strerror or error}; check the path, its permissions and the free space", 1)
+    except Exception as error:  # one line for the user, the traceback kept for a bug report
+        _fail(f"stopped by {type(error).__name__}: {error} (traceback in {_crash_report(out, error)})", 1)
     _print_counts(results)
+    _print_issues(results)
     out_console.print(score_table(results))
     computed = results["timings"]["computed"]
     features = results["features"]
@@ -99,7 +152,24 @@ def run(
     err_console.print(f"features: {features['extractor']}{model}; "
                       f"computed {computed['features']} of {results['dataset']['n_images']}, rest from cache",
                       highlight=False)
-    err_console.print(f"results: {out / 'results.json'}", highlight=False)
+    _say(f"results: {display_name(out / 'results.json')}")
+    _say(f"report: {display_name(out / 'report.html')}")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `facecluster run`."),
+    images: Optional[Path] = typer.Option(None, help="Where the dataset's images are now, if they moved since the run."),
+) -> None:
+    """Rebuild RUN_DIR/report.html from the run's results.json and files; nothing is recomputed."""
+    from facecluster.report.html import ReportError, write_report
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        path = write_report(run_dir, root=images)
+    except ReportError as error:
+        _fail(str(error))
+    err_console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -8,6 +8,7 @@ the train clusters.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import Any, Callable
 
 import numpy as np
@@ -24,6 +25,7 @@ from sklearn.cluster import (
 )
 from sklearn.metrics import pairwise_distances_argmin
 from sklearn.mixture import GaussianMixture
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 
@@ -54,6 +56,14 @@ class QuantileMeanShift(ClusterMixin, BaseEstimator):
     labels_ : ndarray of shape (n_samples,)
     n_clusters_ : int
     """
+
+    _parameter_constraints = {
+        "quantile": [Interval(Real, 0.0, 1.0, closed="right")],
+        "n_samples": [Interval(Integral, 1, None, closed="left"), None],
+        "bin_seeding": ["boolean"],
+        "cluster_all": ["boolean"],
+        "random_state": ["random_state"],
+    }
 
     def __init__(self, quantile=0.3, n_samples=None, bin_seeding=False, cluster_all=True, random_state=0):
         self.quantile = quantile

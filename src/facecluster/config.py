@@ -16,12 +16,13 @@ the key and what is allowed.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LABELS = ("real", "fake")
 
@@ -45,6 +46,10 @@ class DatasetConfig(_Strict):
     )
     train_fraction: float = Field(
         0.7, gt=0.0, lt=1.0, description="Share of each label put in train when the data has no splits."
+    )
+    follow_links_outside_root: bool = Field(
+        False, description="Read symbolic links that lead out of the dataset folder (refused by default: a "
+        "shared dataset must not make the run read, and put in its report, files from elsewhere).",
     )
 
 
@@ -95,6 +100,14 @@ class MethodConfig(_Strict):
         description="Manual cluster → label mapping (cluster id as a string); none maps by train majority.",
     )
 
+    @field_validator("mapping")
+    @classmethod
+    def _cluster_ids(cls, mapping):
+        for key in mapping or {}:
+            if not (key.isascii() and key.isdigit()):
+                raise ValueError(f"cluster ids are whole numbers written as strings, e.g. \"0\" = \"real\"; got {key!r}")
+        return mapping
+
 
 class ReportConfig(_Strict):
     """Figures written into the run directory."""
@@ -106,7 +119,7 @@ class ReportConfig(_Strict):
 class Config(_Strict):
     """A whole run's settings."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of every random choice (numpy and scikit-learn accept 0 to 2**32-1).")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
@@ -121,12 +134,59 @@ class Config(_Strict):
         from facecluster.cluster import CLUSTERERS
 
         for name, method in self.methods.items():
+            if not METHOD_NAME.fullmatch(name):
+                raise ValueError(f"methods.{name!r}: a method name names its figure files; use letters, digits, "
+                                 "'-', '_' or '.' (starting with a letter or digit, at most 64)")
             if method.algorithm not in CLUSTERERS:
                 raise ValueError(
                     f"methods.{name}.algorithm = {method.algorithm!r} is unknown; "
                     f"choose one of {sorted(CLUSTERERS)}"
                 )
+            _check_params(name, method, self.seed)
         return self
+
+    @model_validator(mode="after")
+    def _extractor_known(self) -> "Config":
+        from facecluster.features import EXTRACTORS
+
+        unknown = [part.strip() for part in self.features.extractor.split("+") if part.strip() not in EXTRACTORS]
+        if unknown:
+            raise ValueError(f"features.extractor = {self.features.extractor!r}: {unknown} unknown; "
+                             f"choose one of {sorted(EXTRACTORS)}")
+        return self
+
+
+METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _check_params(name: str, method: MethodConfig, seed: int) -> None:
+    """Build the method's estimator and check its parameters now, not after hours of extraction."""
+    from facecluster.cluster import make_clusterer
+
+    where = f"methods.{name}.params"
+    try:
+        model = make_clusterer(method.algorithm, method.params, seed=seed)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}; the parameters of {method.algorithm!r} are "
+                         f"{_param_names(method.algorithm)}") from None
+    for estimator in (model, getattr(model, "estimator", None)):
+        if estimator is not None and hasattr(estimator, "_parameter_constraints"):
+            try:
+                estimator._validate_params()  # scikit-learn's own check of names, types and ranges
+            except (ValueError, TypeError) as error:
+                key = re.match(r"The '(\w+)' parameter", str(error))
+                raise ValueError(f"{where}{'.' + key.group(1) if key else ''}: {error}") from None
+
+
+def _param_names(algorithm: str) -> list[str]:
+    from facecluster.cluster import make_clusterer
+
+    try:
+        model = make_clusterer(algorithm, {})
+    except ValueError:
+        return []
+    inner = getattr(model, "estimator", None)
+    return sorted((inner if inner is not None else model).get_params(deep=False))
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -158,12 +218,14 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def _describe(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        key = ".".join(str(part) for part in item["loc"])
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"{source}: {key}: {message}")
-    return "; ".join(lines)
+        elif item["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        lines.append(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+    return " ".join("; ".join(lines).split())  # one line, whatever the messages held
 
 
 def build_config(preset: str | None = "study", overrides: dict[str, Any] | None = None,
@@ -195,6 +257,10 @@ def load_config(path: Path | None, preset: str | None = "study") -> Config:
             overrides = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found; check the path") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot be read ({error.strerror or error}); check the path") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: not valid TOML ({error}); fix the syntax") from None
     return build_config(preset, overrides, source=str(path) if path else "config")

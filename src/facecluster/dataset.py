@@ -6,6 +6,16 @@ Two layouts are read:
   when the data ships without splits; it is then split for the user, stratified and
   deterministic by content hash (a renamed file stays on its side);
 * a CSV file with the columns ``path,label[,split]``, paths relative to the CSV.
+
+Nothing found is silently dropped. Every file inside a label folder becomes a `Sample`
+(a file that turns out not to be an image is reported by the decoder). What is not read is
+listed in `Dataset.skipped` with a reason code: hidden files and OS junk (``hidden``,
+``os_junk``), files outside any label folder (``not_in_label_folder``), folders that are
+neither a split nor a label (``unknown_folder``), symbolic links leading out of the root
+(``outside_root``, never opened), links that loop (``symlink_loop``) and folders that
+cannot be listed (``unreadable_folder``). What a user should know about the data is in
+`Dataset.warnings` (empty label folders, a split with one class, images shared between
+splits or labels), and the shared images themselves in `Dataset.leaks`.
 """
 
 from __future__ import annotations
@@ -14,17 +24,30 @@ import csv
 import hashlib
 import logging
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facecluster.config import LABELS, DatasetConfig
+from facecluster.images import MAX_FILE_BYTES, ImageError, display_name, open_regular
 
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
 DEFAULT_LABEL_NAMES = {"real": "real", "fake": "fake"}
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+OS_JUNK = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "icon\r", ".spotlight-v100",
+           ".trashes", ".fseventsd", "$recycle.bin", "system volume information", ".apdisk"}
+SKIP_MESSAGES = {
+    "hidden": "hidden file or folder; ignored",
+    "os_junk": "operating-system metadata, not an image; ignored",
+    "not_in_label_folder": "not inside a label folder; ignored. If it is an image, move it into <split>/<label>/",
+    "outside_root": ("a symbolic link leading out of the dataset folder; not read. Copy the image in, or set "
+                     "[dataset] follow_links_outside_root = true"),
+    "symlink_loop": "a symbolic link back to a folder that contains it; not followed. Remove the link",
+    "unreadable_folder": "the folder cannot be listed; make it readable (chmod a+rx)",
+}
 
 
 class DatasetError(ValueError):
@@ -44,12 +67,14 @@ class Sample:
 
 @dataclass
 class Dataset:
-    """All samples of a run, plus how the splits came about."""
+    """All samples of a run, plus how the splits came about and what was not read."""
 
     root: Path
     samples: list[Sample]
     split_source: str  # "folders", "csv", or "hash-<fraction>" when we split it
-    skipped: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {path, code, message[, n_files]}
+    warnings: list[dict] = field(default_factory=list)  # {code, message[, path]}
+    leaks: list[dict] = field(default_factory=list)  # {sha256, kinds, paths, splits, labels}
 
     @property
     def splits(self) -> list[str]:
@@ -71,9 +96,9 @@ class Dataset:
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
+    """SHA-256 of a regular file's bytes (named pipes and devices are refused, never read)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -85,34 +110,109 @@ def _label_map(config: DatasetConfig) -> dict[str, str]:
     return mapping
 
 
-def _is_junk(name: str) -> bool:
-    return name.startswith(".") or name.lower() in {"thumbs.db", "desktop.ini"}
+def _junk_code(name: str) -> str | None:
+    if name.lower() in OS_JUNK:
+        return "os_junk"
+    return "hidden" if name.startswith(".") else None
 
 
-def _images_in(folder: Path) -> list[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not _is_junk(d))
-        files.extend(Path(dirpath) / f for f in sorted(filenames) if not _is_junk(f))
-    return files
+def _looks_like_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_junk(p.name))
+def _is_inside(path: Path, root: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(root)
 
 
-def _read_labelled(folder: Path, split: str, root: Path, labels: dict[str, str]) -> list[Sample]:
-    samples = []
-    found = _subdirs(folder)
+def _count_files(folder: Path) -> int:
+    """Files under a folder that is skipped (links not followed), so the count adds up."""
+    return sum(len(files) for _, _, files in os.walk(folder, followlinks=False))
+
+
+class _Walk:
+    """Lists folders under one root, recording everything it does not read."""
+
+    def __init__(self, root: Path, follow_outside: bool):
+        self.root = root
+        self.follow_outside = follow_outside
+        self.skipped: list[dict] = []
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def skip(self, path: Path, code: str, message: str | None = None, count: bool = False) -> None:
+        entry = {"path": self.rel(path), "code": code,
+                 "message": f"{display_name(self.rel(path))}: {message or SKIP_MESSAGES[code]}"}
+        if count:
+            entry["n_files"] = _count_files(path)
+        self.skipped.append(entry)
+        quiet = code in ("hidden", "os_junk") or (code == "not_in_label_folder" and not _looks_like_image(path))
+        (log.debug if quiet else log.warning)(entry["message"])
+
+    def list(self, folder: Path) -> tuple[list[Path], list[Path]]:
+        """The sub-folders and files of ``folder`` worth reading; the rest is recorded as skipped."""
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError:
+            self.skip(folder, "unreadable_folder")
+            return [], []
+        folders, files = [], []
+        for entry in entries:
+            path = Path(entry.path)
+            is_dir = _is_dir(entry)
+            if (code := _junk_code(entry.name)) is not None:
+                self.skip(path, code, count=is_dir and not entry.is_symlink())
+            elif entry.is_symlink() and not self.follow_outside and not _is_inside(path, self.root):
+                self.skip(path, "outside_root")
+            elif is_dir:
+                folders.append(path)
+            else:
+                files.append(path)
+        return folders, files
+
+    def images(self, folder: Path, ancestors: frozenset = frozenset()) -> list[Path]:
+        """Every file under ``folder``, following links to folders but never round a loop."""
+        real = os.path.realpath(folder)
+        if real in ancestors:
+            self.skip(folder, "symlink_loop")
+            return []
+        folders, files = self.list(folder)
+        for sub in folders:
+            files.extend(self.images(sub, ancestors | {real}))
+        return files
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links; False for broken links and loops
+    except OSError:
+        return False
+
+
+def _read_labelled(walk: _Walk, folder: Path, split: str, labels: dict[str, str],
+                   warnings: list[dict]) -> list[Sample]:
+    found, loose = walk.list(folder)
     unknown = [d.name for d in found if d.name.lower() not in labels]
     if unknown:
+        shown = [display_name(name) for name in unknown]
         raise DatasetError(
-            f"{folder}: unknown label folder(s) {unknown}; expected {sorted(labels)}. "
-            f"Map them in the config, e.g. [dataset.label_names] {unknown[0]!r} = \"fake\""
+            f"{display_name(folder)}: unknown label folder(s) {shown}; found {[display_name(d.name) for d in found]}, "
+            f"expected {sorted(labels)}. Map them in the config, e.g. [dataset.label_names] "
+            f"{shown[0]!r} = \"fake\""
         )
+    for path in loose:
+        walk.skip(path, "not_in_label_folder")
+    samples = []
+    above = frozenset({os.path.realpath(walk.root), os.path.realpath(folder)})  # a link up to these loops
     for label_dir in found:
-        for path in _images_in(label_dir):
-            samples.append(Sample(path, path.relative_to(root).as_posix(), labels[label_dir.name.lower()], split))
+        files = walk.images(label_dir, above)
+        if not files:
+            rel = walk.rel(label_dir)
+            warnings.append({"code": "empty_label_folder", "path": rel,
+                             "message": f"{display_name(rel)}: empty label folder; add images or remove it"})
+        for path in files:
+            samples.append(Sample(path, walk.rel(path), labels[label_dir.name.lower()], split))
     return samples
 
 
@@ -134,58 +234,137 @@ def _hashed(samples: list[Sample]) -> list[Sample]:
     out = []
     for s in samples:
         try:
-            out.append(_with(s, sha256=file_sha256(s.path)))
-        except OSError:
-            out.append(s)  # unreadable: reported later by the decoder, never dropped
+            if os.stat(s.path).st_size <= MAX_FILE_BYTES:
+                s = _with(s, sha256=file_sha256(s.path))
+        except (OSError, ImageError):
+            pass  # unusable: reported later by the decoder with its reason, never dropped
+        out.append(s)
     return out
 
 
 def _from_folders(root: Path, config: DatasetConfig) -> Dataset:
     labels = _label_map(config)
-    top = _subdirs(root)
+    walk = _Walk(root, config.follow_links_outside_root)
+    warnings: list[dict] = []
+    top, loose = walk.list(root)
     split_dirs = [d for d in top if d.name.lower() in SPLIT_NAMES]
-    label_dirs = [d for d in top if d.name.lower() in labels]
     if split_dirs:
+        for d in top:
+            if d not in split_dirs:
+                walk.skip(d, "unknown_folder", f"neither a split folder ({sorted(SPLIT_NAMES)}) nor inside one; "
+                                               "ignored. Rename it or move its images into <split>/<label>/",
+                          count=not d.is_symlink())
+        for path in loose:
+            walk.skip(path, "not_in_label_folder")
         samples = []
         for d in split_dirs:
-            samples += _read_labelled(d, SPLIT_NAMES[d.name.lower()], root, labels)
-        return Dataset(root, _hashed(samples), "folders")
-    if label_dirs:
-        samples = _hashed(_read_labelled(root, "train", root, labels))
-        return Dataset(root, _hash_split(samples, config.train_fraction), f"hash-{config.train_fraction:g}")
+            samples += _read_labelled(walk, d, SPLIT_NAMES[d.name.lower()], labels, warnings)
+        return Dataset(root, _hashed(samples), "folders", walk.skipped, warnings)
+    if any(d.name.lower() in labels for d in top):
+        walk.skipped = []  # listed again below
+        samples = _hashed(_read_labelled(walk, root, "train", labels, warnings))
+        return Dataset(root, _hash_split(samples, config.train_fraction), f"hash-{config.train_fraction:g}",
+                       walk.skipped, warnings)
     raise DatasetError(
-        f"{root}: found no split folders ({sorted(set(SPLIT_NAMES))}) and no label folders "
-        f"({sorted(labels)}); found {[d.name for d in top][:10]}. Lay the data out as "
+        f"{display_name(root)}: found no split folders ({sorted(set(SPLIT_NAMES))}) and no label folders "
+        f"({sorted(labels)}); found {[display_name(d.name) for d in top][:10]}. Lay the data out as "
         "<root>/<split>/<label>/ or map the label folders with [dataset.label_names]"
     )
+
+
+def _csv_rows(csv_path: Path):
+    """The CSV's header and rows with their line numbers, as `DatasetError`s when unreadable."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            fields = reader.fieldnames or []
+            rows = [(reader.line_num, row) for row in reader]
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{display_name(csv_path)}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except csv.Error as error:
+        raise DatasetError(f"{display_name(csv_path)}: not a readable CSV ({error}); check its quoting") from None
+    except OSError as error:
+        raise DatasetError(f"{display_name(csv_path)}: cannot be read ({error.strerror or error}); check the file") from None
+    return fields, rows
+
+
+def _csv_cell(row: dict, key: str) -> str:
+    value = row.get(key)
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _from_csv(csv_path: Path, config: DatasetConfig) -> Dataset:
     root = csv_path.parent.resolve()
     labels = _label_map(config)
+    fields, rows = _csv_rows(csv_path)
+    where = display_name(csv_path)
+    missing = {"path", "label"} - set(fields)
+    if missing:
+        raise DatasetError(f"{where}: missing column(s) {sorted(missing)}; the header must be path,label[,split]")
+    walk = _Walk(root, config.follow_links_outside_root)
     samples = []
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise DatasetError(f"{csv_path}: missing column(s) {sorted(missing)}; the header must be path,label[,split]")
-        for line, row in enumerate(reader, start=2):
-            rel = (row.get("path") or "").strip()
-            path = (root / rel).resolve()
-            if not rel or Path(rel).is_absolute() or not path.is_relative_to(root):
-                raise DatasetError(f"{csv_path}:{line}: path {rel!r} leaves the CSV's folder; use a path relative to it")
-            label = labels.get((row.get("label") or "").strip().lower())
-            if label is None:
-                raise DatasetError(f"{csv_path}:{line}: unknown label {row.get('label')!r}; expected {sorted(labels)}")
-            split = SPLIT_NAMES.get((row.get("split") or "train").strip().lower())
-            if split is None:
-                raise DatasetError(f"{csv_path}:{line}: unknown split {row.get('split')!r}; expected {sorted(SPLIT_NAMES)}")
-            samples.append(Sample(path, Path(rel).as_posix(), label, split))
-    has_splits = "split" in (reader.fieldnames or [])
+    for line, row in rows:
+        rel = _csv_cell(row, "path")
+        if not rel or "\0" in rel:
+            raise DatasetError(f"{where}:{line}: empty path or NUL character; give a path relative to the CSV")
+        path = Path(os.path.normpath(root / rel))
+        if Path(rel).is_absolute() or not path.is_relative_to(root) or path == root:
+            raise DatasetError(f"{where}:{line}: path {display_name(rel)!r} leaves the CSV's folder; "
+                               "use a path relative to it")
+        label = labels.get(_csv_cell(row, "label").lower())
+        if label is None:
+            raise DatasetError(f"{where}:{line}: unknown label {display_name(_csv_cell(row, 'label'))!r}; "
+                               f"expected {sorted(labels)}")
+        split = SPLIT_NAMES.get((_csv_cell(row, "split") or "train").lower())
+        if split is None:
+            raise DatasetError(f"{where}:{line}: unknown split {display_name(_csv_cell(row, 'split'))!r}; "
+                               f"expected {sorted(SPLIT_NAMES)}")
+        if not config.follow_links_outside_root and not _is_inside(path, root):
+            walk.skip(path, "outside_root")
+            continue
+        samples.append(Sample(path, walk.rel(path), label, split))
     samples = _hashed(samples)
-    if not has_splits:
-        return Dataset(root, _hash_split(samples, config.train_fraction), f"hash-{config.train_fraction:g}")
-    return Dataset(root, samples, "csv")
+    if "split" not in fields:
+        return Dataset(root, _hash_split(samples, config.train_fraction), f"hash-{config.train_fraction:g}",
+                       walk.skipped)
+    return Dataset(root, samples, "csv", walk.skipped)
+
+
+def find_leaks(samples: list[Sample]) -> list[dict]:
+    """Identical files (same content hash) that sit in two splits or under two labels."""
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        if s.sha256 and s.sha256 != EMPTY_SHA256:  # empty files are reported as such, not as twins
+            groups[s.sha256].append(s)
+    leaks = []
+    for sha, group in sorted(groups.items()):
+        splits, labels = sorted({s.split for s in group}), sorted({s.label for s in group})
+        kinds = (["label"] if len(labels) > 1 else []) + (["split"] if len(splits) > 1 else [])
+        if kinds:
+            leaks.append({"sha256": sha, "kinds": kinds, "paths": [s.relpath for s in group],
+                          "splits": splits, "labels": labels})
+    return leaks
+
+
+def _data_warnings(dataset: Dataset) -> list[dict]:
+    """What a user must know before trusting the scores: one-class splits and leaks."""
+    out = []
+    for split, counts in dataset.counts().items():
+        present = [label for label, n in counts.items() if n]
+        if len(present) == 1:
+            other = next(label for label in LABELS if label != present[0])
+            out.append({"code": "one_class", "path": split,
+                        "message": f"{split}: only {present[0]!r} images; clusters are still fitted, but scores "
+                                   f"against the labels say nothing about real vs fake there. Add {other!r} images"})
+    for kind, what in (("label", "under two labels (the same picture is called real and fake)"),
+                       ("split", "in two splits (the evaluation sees training images)")):
+        leaks = [leak for leak in dataset.leaks if kind in leak["kinds"]]
+        if leaks:
+            example = " = ".join(display_name(p) for p in leaks[0]["paths"][:2])
+            out.append({"code": f"{kind}_leak",
+                        "message": f"{len(leaks)} identical image(s) {what}, e.g. {example}; all are kept and "
+                                   "listed in results.json 'leaks'. Remove the copies to stop the leak"})
+    return out
 
 
 def discover(source: Path, config: DatasetConfig | None = None) -> Dataset:
@@ -198,12 +377,22 @@ def discover(source: Path, config: DatasetConfig | None = None) -> Dataset:
     """
     config = config or DatasetConfig()
     source = Path(source)
+    shown = display_name(source)
     if not source.exists():
-        raise DatasetError(f"{source}: no such file or folder; give the dataset's root folder or a CSV file")
-    dataset = _from_csv(source, config) if source.is_file() else _from_folders(source.resolve(), config)
+        raise DatasetError(f"{shown}: no such file or folder; give the dataset's root folder or a CSV file")
+    if source.is_file():
+        dataset = _from_csv(source, config)
+    elif source.is_dir():
+        dataset = _from_folders(source.resolve(), config)
+    else:
+        raise DatasetError(f"{shown}: neither a folder nor a CSV file; give the dataset's root folder or a CSV file")
     if not dataset.samples:
-        raise DatasetError(f"{source}: no images found; put images under <split>/<label>/ folders")
+        raise DatasetError(f"{shown}: no images found; put images under <split>/<label>/ folders")
     if "train" not in dataset.splits:
-        raise DatasetError(f"{source}: no train split; the clusters are fitted on train")
-    log.info("dataset %s: %d images, splits %s", source, len(dataset.samples), dataset.splits)
+        raise DatasetError(f"{shown}: no train split; the clusters are fitted on train")
+    dataset.leaks = find_leaks(dataset.samples)
+    dataset.warnings += _data_warnings(dataset)
+    for warning in dataset.warnings:
+        log.warning(warning["message"])
+    log.info("dataset %s: %d images, splits %s", shown, len(dataset.samples), dataset.splits)
     return dataset

@@ -22,7 +22,7 @@ from facecluster.config import ConfigError, FacesConfig
 from facecluster.dataset import Sample
 from facecluster.faces import RECORD_SIZE, cut_face, locate_face, make_detector
 from facecluster.features import Extractor
-from facecluster.images import ImageError, decode_rgb, read_bytes
+from facecluster.images import ImageError, decode_rgb, display_name, read_bytes
 from facecluster.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,12 @@ def _fill_duplicates(samples, index, records, features, status, messages) -> Non
             first[key] = i
         elif features[i] is None and status[i] == "ok":
             j = first[key]
-            records[i], features[i], status[i], messages[i] = records[j], features[j], status[j], messages[j]
+            records[i], features[i], status[i] = records[j], features[j], status[j]
+            # The copied message must name this file, not its twin.
+            messages[i] = messages[j] and messages[j].replace(display_name(samples[j].relpath),
+                                                              display_name(samples[i].relpath), 1)
+            if messages[i]:
+                log.warning(messages[i])
 
 
 def make_engine(name: str = "local", workers: int | None = None, address: str | None = None):

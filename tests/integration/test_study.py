@@ -26,6 +26,7 @@ def test_study_on_dev_set_end_to_end_and_cached(dev_dataset, tmp_path):
         # The dev set's framing shortcut lets even 2-D FaceNet clusters beat the majority class (0.543).
         assert method["scores"]["valid"]["accuracy"] > 0.6
     assert results["methods"]["birch"]["n_clusters"] == 4
+    assert (tmp_path / "a" / "report.html").stat().st_size < 10_000_000  # the report's size budget
 
     second = runner.invoke(app, ["run", str(dev_dataset), "--out", str(tmp_path / "b"), "--cache-dir", str(cache), "-q"])
     assert second.exit_code == 0, second.output

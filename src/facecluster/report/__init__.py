@@ -1,1 +1,1 @@
-"""What a run shows a person: static figures (PNG) and, later, the HTML page."""
+"""What a run shows a person: static figures (PNG) and the self-contained page, report.html."""

@@ -1,0 +1,83 @@
+"""Open a report in headless Chromium (Debian's ``chromium``) through Playwright, for tests and screenshots.
+
+Playwright drives the system's Chromium via ``executable_path``; it downloads no browser.
+Install it with ``pip install 'facecluster[test]'``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# Scroll a figure into view and say where a row of the shared data source is drawn, in viewport pixels.
+_POINT_JS = """([figure, row, scroll]) => {
+  const doc = Bokeh.documents[0];
+  const model = doc.get_model_by_name(figure);
+  const view = [...Bokeh.index.roots].find(v => v.model === model);
+  const points = doc.get_model_by_name("points");
+  if (scroll) view.el.scrollIntoView({behavior: "instant", block: "center"});
+  const box = view.canvas_view.el.getBoundingClientRect();
+  return [box.left + view.frame.x_scale.compute(points.data.x[row]),
+          box.top + view.frame.y_scale.compute(points.data.y[row])];
+}"""
+
+
+@contextmanager
+def chromium_page(width: int = 1400, height: int = 900, executable: Path = CHROMIUM) -> Iterator:
+    """A Playwright page in a fresh headless Chromium profile, closed on exit."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise RuntimeError("Playwright is not installed; pip install 'facecluster[test]'") from None
+    if not Path(executable).exists():
+        raise RuntimeError(f"{executable}: no Chromium there; apt-get install chromium")
+    with tempfile.TemporaryDirectory(prefix="facecluster-chromium-") as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=str(executable), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": width, "height": height})
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+def wait_for_plots(page, count: int, timeout_ms: float = 30_000) -> None:
+    """Wait until Bokeh has drawn ``count`` root figures."""
+    page.wait_for_function("n => window.Bokeh && Bokeh.documents.length > 0 && [...Bokeh.index.roots].length >= n",
+                           arg=count, timeout=timeout_ms)
+
+
+def point_position(page, figure: str, row: int, scroll: bool = True) -> tuple[float, float]:
+    """Viewport coordinates of data-source row ``row`` in the Bokeh figure named ``figure``.
+
+    With ``scroll`` the figure is first scrolled to the middle of the viewport.
+    """
+    x, y = page.evaluate(_POINT_JS, [figure, row, scroll])
+    return float(x), float(y)
+
+
+def row_data(page, column: str) -> list:
+    """A column of the report's shared point data (rows in the scatter's order)."""
+    return page.evaluate("c => Array.from(Bokeh.documents[0].get_model_by_name('points').data[c])", column)
+
+
+def hover_point(page, figure: str, row: int, scroll: bool = True) -> dict:
+    """Move the mouse onto a point and return what the tooltip shows (visible, thumbnail src, text)."""
+    x, y = point_position(page, figure, row, scroll)
+    page.mouse.move(x - 40, y - 40)
+    page.mouse.move(x, y, steps=4)
+    page.wait_for_timeout(150)
+    return page.evaluate("""() => {
+      const tip = document.getElementById("fc-tip");
+      const img = tip.querySelector("img");
+      return {visible: !tip.hidden && tip.offsetWidth > 0, src: img.getAttribute("src") || "",
+              image_visible: !img.hidden && img.offsetWidth > 0,
+              path: tip.querySelector(".fc-tip-path").textContent,
+              meta: tip.querySelector(".fc-tip-meta").textContent};
+    }""")

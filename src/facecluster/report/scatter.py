@@ -1,0 +1,161 @@
+"""The interactive scatter of the reduced embeddings, one Bokeh figure per method.
+
+All figures share one data source (the thumbnails are embedded once) and one pair of ranges
+(zooming one zooms all). Colour is the cluster, the marker the true label, and train points
+are filled while the other splits are hollow. Hovering shows the nearest visible point's face
+in the page's own tooltip (``#fc-tip``), filled in with ``textContent`` and ``img.src`` only,
+so nothing from the user's data is ever parsed as HTML.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from bokeh.models import CDSView, ColumnDataSource, CustomJS, DataRange1d, HoverTool, IndexFilter, Legend, LegendItem
+from bokeh.palettes import Category10_10
+from bokeh.plotting import figure
+
+MARKERS = {"real": "circle", "fake": "triangle"}
+OTHER_MARKER = "square"
+NOISE_COLOUR = "#9e9e9e"
+NEUTRAL = "#555555"
+SIZE = 8
+
+# Runs on every mouse move over a figure: pick the nearest hit among visible points.
+HOVER_JS = """
+const hits = cb_data.index.indices;
+const g = cb_data.geometry;
+const d = source.data;
+const sx = Math.abs(x_range.end - x_range.start) || 1;
+const sy = Math.abs(y_range.end - y_range.start) || 1;
+let best = -1, bestDistance = Infinity;
+for (const i of hits) {
+  if (!renderers[d[columns.renderer][i]].visible) continue;
+  const dx = (d.x[i] - g.x) / sx, dy = (d.y[i] - g.y) / sy;
+  if (dx * dx + dy * dy < bestDistance) { best = i; bestDistance = dx * dx + dy * dy; }
+}
+const tip = window.facecluster && window.facecluster.tip;
+if (!tip) return;
+if (best < 0) { tip.hide(); return; }
+tip.show({thumb: d.thumb[best], path: d.path[best], label: d.label[best], split: d.split[best],
+          cluster: d[columns.cluster][best], mapped: d[columns.mapped][best]});
+"""
+
+
+def cluster_colour(position: int) -> str:
+    """The colour of the cluster at this position in a method's sorted cluster list."""
+    return Category10_10[position % len(Category10_10)]
+
+
+def _title(name: str, method: dict) -> str:
+    algorithm = "" if name == method["algorithm"] else f" ({method['algorithm']})"
+    return f"{name}{algorithm}: {method['n_clusters']} clusters"
+
+
+def _swatch(fig: figure, targets: list, **style):
+    """An empty renderer for a legend entry whose visibility the ``targets`` follow."""
+    swatch = fig.scatter([np.nan], [np.nan], **style)  # one NaN point: drawn in the legend, not the plot
+    swatch.js_on_change("visible", CustomJS(args=dict(targets=targets),
+                                            code="for (const r of targets) r.visible = cb_obj.visible;"))
+    return swatch
+
+
+def _source(results: dict, reduced: np.ndarray, thumbs: list[str | None], rows: np.ndarray) -> ColumnDataSource:
+    images = [results["images"][i] for i in rows]
+    coords = reduced[rows]
+    data = {
+        "x": coords[:, 0].astype(float),
+        "y": (coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(rows))).astype(float),
+        "thumb": [thumbs[i] or "" for i in rows],
+        "path": [entry["path"] for entry in images],
+        "label": [entry["label"] for entry in images],
+        "split": [entry["split"] for entry in images],
+    }
+    for j, (name, method) in enumerate(results["methods"].items()):
+        clusters = [entry["clusters"].get(name) for entry in images]
+        data[f"c{j}"] = ["noise" if c is None else str(c) for c in clusters]
+        data[f"m{j}"] = ["–" if c is None else method["mapping"].get(str(c), "–") for c in clusters]
+        data[f"r{j}"] = np.zeros(len(rows), dtype=int)
+    return ColumnDataSource(data, name="points")
+
+
+def _groups(values: list[str]) -> list[str]:
+    """Cluster ids in numeric order, noise last."""
+    ids = sorted({v for v in values if v != "noise"}, key=int)
+    return ids + (["noise"] if "noise" in values else [])
+
+
+def _method_figure(j: int, name: str, method: dict, source: ColumnDataSource, x_range, y_range,
+                   subtitle: str) -> figure:
+    data = source.data
+    fig = figure(name=f"scatter-{j}", width=600, height=500, x_range=x_range, y_range=y_range,
+                 tools="pan,wheel_zoom,box_zoom,reset", active_scroll="wheel_zoom",
+                 title=_title(name, method),
+                 x_axis_label=subtitle + " 1", y_axis_label=subtitle + " 2", toolbar_location="above")
+    fig.title.text_font_size = "13px"
+    labels = list(dict.fromkeys(list(MARKERS) + sorted(set(data["label"]))))
+    splits = [s for s in ("train", "valid", "test") if s in set(data["split"])]
+    cluster_ids = _groups(data[f"c{j}"])
+    renderer_of_row = np.zeros(len(data["x"]), dtype=int)
+    renderers, by_cluster, by_kind = [], {}, {}
+    for position, cluster in enumerate(cluster_ids):
+        colour = NOISE_COLOUR if cluster == "noise" else cluster_colour(position)
+        for label in labels:
+            for split in splits:
+                rows = [i for i, (c, lab, s) in enumerate(zip(data[f"c{j}"], data["label"], data["split"]))
+                        if c == cluster and lab == label and s == split]
+                if not rows:
+                    continue
+                renderer = fig.scatter("x", "y", source=source, view=CDSView(filter=IndexFilter(rows)),
+                                       marker=MARKERS.get(label, OTHER_MARKER), size=SIZE, line_color=colour,
+                                       fill_color=colour, fill_alpha=0.6 if split == "train" else 0.0,
+                                       line_width=1.0 if split == "train" else 1.5, line_alpha=0.9)
+                renderer_of_row[rows] = len(renderers)
+                renderers.append(renderer)
+                by_cluster.setdefault(cluster, []).append(renderer)
+                by_kind.setdefault((label, split), []).append(renderer)
+    data[f"r{j}"] = renderer_of_row
+
+    # Legend swatches are empty renderers; hiding one hides the points it stands for.
+    items = []
+    for position, cluster in enumerate(cluster_ids):
+        colour = NOISE_COLOUR if cluster == "noise" else cluster_colour(position)
+        swatch = _swatch(fig, by_cluster[cluster], marker="square", size=10, color=colour)
+        text = "noise" if cluster == "noise" else f"cluster {cluster} → {method['mapping'].get(cluster, '–')}"
+        items.append(LegendItem(label=text, renderers=[swatch]))
+    for label, split in ((label, split) for label in labels for split in splits if (label, split) in by_kind):
+        members = by_kind[(label, split)]
+        swatch = _swatch(fig, members, marker=MARKERS.get(label, OTHER_MARKER), size=SIZE, line_color=NEUTRAL,
+                         fill_color=NEUTRAL, fill_alpha=0.6 if split == "train" else 0.0,
+                         line_width=1.0 if split == "train" else 1.5)
+        items.append(LegendItem(label=f"{label} · {split}", renderers=[swatch]))
+    fig.add_layout(Legend(items=items, click_policy="hide", label_text_font_size="11px", glyph_height=14,
+                          glyph_width=16, spacing=0, padding=6, margin=4, border_line_alpha=0), "right")
+
+    # One invisible renderer over every point answers the hover, so the callback sees all hits at once.
+    hover_target = fig.scatter("x", "y", source=source, size=SIZE + 2, fill_alpha=0, line_alpha=0,
+                               name=f"hover-{j}")
+    hover_target.nonselection_glyph = None
+    hover_target.hover_glyph = None
+    callback = CustomJS(args=dict(source=source, renderers=renderers, x_range=fig.x_range, y_range=fig.y_range,
+                                  columns={"cluster": f"c{j}", "mapped": f"m{j}", "renderer": f"r{j}"}),
+                        code=HOVER_JS)
+    fig.add_tools(HoverTool(renderers=[hover_target], tooltips=None, callback=callback))
+    return fig
+
+
+def scatter_figures(results: dict, reduced: np.ndarray, thumbs: list[str | None]) -> list[figure]:
+    """One figure per method over the usable images (rows of ``reduced`` without NaN)."""
+    rows = np.flatnonzero(np.isfinite(reduced).all(axis=1))
+    if len(rows) == 0 or not results["methods"]:
+        return []
+    source = _source(results, reduced, thumbs, rows)
+    dims = reduced.shape[1]
+    subtitle = "PCA component" if results["reduce"].get("steps", ["pca"])[-1] == "pca" else "component"
+    if dims < 2:
+        subtitle += " (1-D run: y is 0)"
+    figures: list[figure] = []
+    for j, (name, method) in enumerate(results["methods"].items()):
+        x_range = figures[0].x_range if figures else DataRange1d()
+        y_range = figures[0].y_range if figures else DataRange1d()
+        figures.append(_method_figure(j, name, method, source, x_range, y_range, subtitle))
+    return figures

@@ -1,0 +1,73 @@
+"""Small JPEG data URIs for the page: face thumbnails re-cut from the originals, and montage files.
+
+Nothing here recomputes a result: the face boxes come from results.json, and a face that can no
+longer be cut (the original moved or changed) gets no thumbnail rather than stopping the report.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facecluster.faces import RECORD_SIZE, crop_face
+from facecluster.images import ImageError, decode_rgb, read_bytes
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_SIZE = 80
+THUMBNAIL_QUALITY = 72
+
+
+def jpeg_data_uri(image: np.ndarray | Image.Image, quality: int = THUMBNAIL_QUALITY) -> str:
+    """An RGB image as a ``data:image/jpeg;base64,...`` URI."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def face_record_of(entry: dict) -> np.ndarray:
+    """The face record `crop_face` expects, rebuilt from an ``images[]`` entry of results.json."""
+    record = np.full(RECORD_SIZE, np.nan, dtype=np.float32)
+    face = entry.get("face")
+    record[0] = 1.0 if face else 0.0
+    if face:
+        record[1] = face.get("confidence", np.nan)
+        record[2:6] = face["box"]
+    return record
+
+
+def face_thumbnail(root: Path, entry: dict, margin: float, size: int = THUMBNAIL_SIZE) -> str | None:
+    """The face of one image as a JPEG data URI, cut as the run cut it; None if the file is gone or bad."""
+    try:
+        rgb = decode_rgb(read_bytes(root / entry["path"], entry["path"]), entry["path"])
+    except ImageError as error:
+        log.debug("no thumbnail: %s", error)
+        return None
+    return jpeg_data_uri(crop_face(rgb, face_record_of(entry), margin, size))
+
+
+def face_thumbnails(root: Path, entries: list[dict], wanted: np.ndarray, margin: float,
+                    size: int = THUMBNAIL_SIZE) -> list[str | None]:
+    """Thumbnails for the entries where ``wanted`` is true, None elsewhere.
+
+    Sequential on purpose: `decode_rgb` sets warning filters, which threads would share, and
+    threads measured only ~15 % faster on 300 px images.
+    """
+    return [face_thumbnail(root, entry, margin, size) if keep else None for entry, keep in zip(entries, wanted)]
+
+
+def file_data_uri(path: Path, quality: int = 82) -> str | None:
+    """An image file (e.g. a PNG montage) re-encoded as a JPEG data URI; None if it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return jpeg_data_uri(image, quality)
+    except (OSError, ValueError) as error:
+        log.warning("%s: cannot embed (%s)", path, error)
+        return None

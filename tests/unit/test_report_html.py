@@ -1,0 +1,171 @@
+"""report.html from a run folder made by hand (no models): contents, escaping, rebuilding, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facecluster.cli import app
+from facecluster.faces import crop_face
+from facecluster.report.figures import montage_png
+from facecluster.report.html import ReportError, build_report, write_report
+from facecluster.report.thumbnails import face_record_of
+from tests.conftest import synthetic_face
+
+HOSTILE = [
+    "<img src=x onerror=alert(1)>.jpg",
+    "x</script><script>alert(2)</script>.jpg",  # a folder "x<" holding "script><script>alert(2)<" ...
+    "\"'><svg onload=alert(3)>&amp;.jpg",
+]
+HOSTILE_METHOD = "<b onmouseover=alert(4)>birch</b>"
+
+
+def _fake_run(tmp_path: Path, names: list[str], method_names=("meanshift", "birch"), montages=True) -> Path:
+    """A run folder as `facecluster run` writes it, for images with the given file names."""
+    rng = np.random.default_rng(0)
+    root, out = tmp_path / "data", tmp_path / "run"
+    out.mkdir(parents=True)
+    images, reduced = [], []
+    for i, name in enumerate(names):
+        split, label = ("train", "valid")[i % 3 == 2], ("real", "fake")[i % 2]
+        path = Path(split) / label / name
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        synthetic_face(rng, label).save(root / path, format="JPEG")
+        entry = {"path": path.as_posix(), "split": split, "label": label, "sha256": "0" * 64, "status": "ok",
+                 "clusters": {m: i % 2 for m in method_names}}
+        if i % 4 == 0:
+            entry["status"] = "no_face"
+        else:
+            entry["face"] = {"confidence": 0.99, "box": [20.0, 16.0, 56.0, 64.0]}
+        images.append(entry)
+        reduced.append([i % 2 + rng.normal(0, 0.1), rng.normal(0, 0.1)])
+    broken = Path("train") / "real" / names[0].replace(".jpg", "-broken.jpg")
+    (root / broken).write_bytes(b"")
+    message = f"{broken.as_posix()}: the file is empty (0 bytes); remove it or replace it with the image"
+    images.append({"path": broken.as_posix(), "split": "train", "label": "real", "sha256": None,
+                   "status": "empty_file", "message": message, "clusters": {m: None for m in method_names}})
+    reduced.append([np.nan, np.nan])
+    methods = {}
+    for m in method_names:
+        files = {}
+        for cluster in ("0", "1"):
+            if montages:
+                face = np.asarray(synthetic_face(rng, "real", 64))
+                files[cluster] = montage_png(out / f"montage-{len(methods)}-cluster{cluster}.png", [face] * 3).name
+        scores = {"n": 6, "accuracy": 0.5, "balanced_accuracy": 0.5, "ari": 0.0, "nmi": 0.123456,
+                  "confusion": {"labels": ["real", "fake"], "matrix": [[2, 1], [1, 2]]}}
+        methods[m] = {"algorithm": "birch", "params": {"n_clusters": 2}, "n_clusters": 2, "bandwidth": None,
+                      "mapping": {"0": "real", "1": "fake"}, "mapping_source": "majority",
+                      "clusters": {"train": {"0": {"real": 3, "fake": 1}, "1": {"real": 1, "fake": 3}},
+                                   "valid": {"0": {"real": 1, "fake": 0}, "1": {"real": 0, "fake": 1}}},
+                      "scores": {"train": scores, "valid": {**scores, "accuracy": 0.875}},
+                      "figures": {"scatter": f"scatter-{m}.png", "montages": files}}
+    results = {
+        "schema_version": 1, "created": "2026-01-01T00:00:00+00:00",
+        "dataset": {"source": "<i>data</i>", "root": str(root), "split_source": "folders", "fingerprint": "f" * 64,
+                    "n_images": len(images), "counts": {"train": {"real": 4, "fake": 4}, "valid": {"real": 2, "fake": 2}}},
+        "faces": {"detector": "mtcnn", "found": 5, "no_face": 2, "failed": 1},
+        "features": {"extractor": "facenet", "checkpoint": "20180408-102900", "model_sha256": "a" * 64, "dim": 512},
+        "reduce": {"steps": ["pca"], "n_components": 2, "explained_variance_ratio": [0.07, 0.05]},
+        "methods": methods,
+        "problems": [{"path": broken.as_posix(), "code": "empty_file", "message": message}],
+        "images": images,
+        "provenance": {"versions": {"python": "3.11"}, "seed": 0, "engine": "local",
+                       "config": {"faces": {"margin": 0.2}}},
+        "timings": {"total_seconds": 1.0, "computed": {"faces": 8, "features": 8}},
+    }
+    (out / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    np.save(out / "reduced.npy", np.array(reduced, dtype=np.float32))
+    (out / "config.toml").write_text('seed = 0\n[methods."<b onmouseover=alert(4)>birch</b>"]\n', encoding="utf-8")
+    return out
+
+
+def _tags(html: str, tag: str) -> int:
+    return len(re.findall(rf"<{tag}[\s>]", html, flags=re.IGNORECASE))
+
+
+def test_hostile_names_reach_the_page_only_as_escaped_text(tmp_path):
+    plain = build_report(_fake_run(tmp_path / "plain", ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"],
+                                   method_names=("meanshift", "birch")))
+    names = HOSTILE + ["d.jpg", "e.jpg", "f.jpg"]
+    hostile = build_report(_fake_run(tmp_path / "hostile", names, method_names=("meanshift", HOSTILE_METHOD)))
+    for raw in ("<img src=x", "</script><script>", "<svg onload", "<b onmouseover", "<i>data</i>"):
+        assert raw not in hostile
+    # The same markup as with harmless names: nothing was added by the data.
+    for tag in ("script", "img", "svg", "b", "i"):
+        assert _tags(hostile, tag) == _tags(plain, tag), tag
+    # The names are there, as text.
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in hostile
+    assert "&lt;b onmouseover=alert(4)&gt;birch&lt;/b&gt;" in hostile
+    assert "&lt;svg onload=alert(3)&gt;&amp;amp;.jpg" in hostile
+
+
+def test_report_holds_scores_every_montage_problems_and_provenance(tmp_path):
+    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    html = write_report(run).read_text(encoding="utf-8")
+    results = json.loads((run / "results.json").read_text())
+    scores = html[html.index('id="scores"'):html.index('id="scatter"')]
+    assert "meanshift" in scores and "birch" in scores and "0.875" in scores and "0.123" in scores
+    n_montages = sum(len(m["figures"]["montages"]) for m in results["methods"].values())
+    assert len(re.findall(r'<img class="montage" src="data:image/jpeg;base64,', html)) == n_montages == 4
+    assert "train/real/a-broken.jpg" in html and "empty_file" in html
+    assert "a" * 64 in html and "f" * 64 in html  # model checksum and dataset fingerprint
+    assert len(re.findall(r'data-root-id="', html)) == 2  # one scatter per method
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", html, flags=re.DOTALL)
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", markup)  # no page element fetches anything
+    assert "<link" not in markup
+
+
+def test_report_rebuilds_from_the_run_folder_and_finds_moved_images(tmp_path):
+    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    moved = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "data", moved)
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "4 face thumbnails could not be made" in (run / "report.html").read_text(encoding="utf-8")
+    again = CliRunner().invoke(app, ["report", str(run), "--images", str(moved)])
+    assert again.exit_code == 0, again.output
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert "could not be made" not in html
+    assert html.count("data:image/jpeg;base64,") > 4  # thumbnails and montages
+
+
+def test_missing_montage_and_reduced_coordinates_are_noted_not_fatal(tmp_path):
+    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    (run / "montage-0-cluster1.png").unlink()
+    (run / "reduced.npy").unlink()
+    html = build_report(run)
+    assert "montage-0-cluster1.png is missing" in html
+    assert "reduced.npy could not be read" in html and "No scatter" in html
+
+
+@pytest.mark.parametrize("setup, expected", [
+    (lambda run: None, "results.json: not found"),
+    (lambda run: (run / "results.json").write_text("{oops"), "not valid JSON"),
+    (lambda run: (run / "results.json").write_text("[]"), "not a facecluster results file"),
+])
+def test_unusable_run_folder_is_one_line_error(tmp_path, setup, expected):
+    run = tmp_path / "run"
+    run.mkdir()
+    setup(run)
+    with pytest.raises(ReportError, match=expected):
+        build_report(run)
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 2
+    assert expected in result.output and "Traceback" not in result.output
+
+
+def test_thumbnail_record_cuts_the_box_recorded_in_results():
+    rgb = np.zeros((100, 100, 3), dtype=np.uint8)
+    rgb[30:60, 40:60] = 255  # the "face": a white box
+    record = face_record_of({"face": {"confidence": 1.0, "box": [40.0, 30.0, 20.0, 30.0]}})
+    assert crop_face(rgb, record, margin=0.0, size=16).min() == 255
+    centre = face_record_of({"status": "no_face"})
+    assert crop_face(rgb, centre, margin=0.0, size=100).shape == (100, 100, 3)
+    assert crop_face(rgb, centre, margin=0.0, size=100).mean() == rgb.mean()
