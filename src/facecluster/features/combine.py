@@ -1,0 +1,104 @@
+"""Several feature families side by side, each given the same weight.
+
+An extractor named ``"spectrum+dct+geometry"`` concatenates the raw vectors of its members
+(that is what is cached). Standardisation is a learned step, so it cannot happen in the
+extractor: `FamilyStandardizer` (a scikit-learn transformer) is fitted on train only, as
+the first step of the reducer (`standardize_families`). It centres and scales every column
+to unit variance, then divides each family's columns by the square root of the family's
+width, so that every family contributes the same total variance whatever its
+dimension (1792 FaceNet values do not drown 15 geometry values).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from facecluster.features.base import check_crops
+
+
+class CombinedFeatures:
+    """The concatenation of several extractors' outputs, in the order given.
+
+    Attributes
+    ----------
+    blocks : list of (name, start, stop)
+        Which columns come from which family.
+    """
+
+    version = 1
+
+    def __init__(self, members: list):
+        if len(members) < 2:
+            raise ValueError("a combination needs at least two feature families")
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature family listed twice in {'+'.join(names)!r}")
+        self.members = members
+        self.name = "+".join(names)
+        self.blocks: list[tuple[str, int, int]] = []
+        start = 0
+        for member in members:
+            self.blocks.append((member.name, start, start + member.dim))
+            start += member.dim
+
+    @property
+    def dim(self) -> int:
+        return self.blocks[-1][2]
+
+    def cache_identity(self) -> dict:
+        return {"extractor": self.name, "version": self.version,
+                "members": [m.cache_identity() for m in self.members]}
+
+    def describe(self) -> dict:
+        return {"extractor": self.name, "version": self.version, "dim": self.dim,
+                "blocks": [{"family": n, "start": a, "stop": b} for n, a, b in self.blocks],
+                "standardization": "per family, fitted on train (FamilyStandardizer)",
+                "members": [m.describe() for m in self.members]}
+
+    def transform(self, crops: np.ndarray, records: np.ndarray) -> np.ndarray:
+        """Each member's features, concatenated: float32 N×``dim``."""
+        crops = check_crops(crops, records)
+        return np.concatenate([m.transform(crops, records) for m in self.members], axis=1).astype(np.float32)
+
+
+class FamilyStandardizer(TransformerMixin, BaseEstimator):
+    """Standardise columns, then weight each block of columns by 1/√(its width).
+
+    Parameters
+    ----------
+    blocks : list of (name, start, stop)
+        Column ranges, one per family, covering every column.
+    """
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        stop = max(b[2] for b in self.blocks)
+        if X.shape[1] != stop:
+            raise ValueError(f"features have {X.shape[1]} columns but the families cover {stop}")
+        self.mean_ = X.mean(axis=0)
+        scale = X.std(axis=0)
+        scale[scale < 1e-12] = 1.0  # a constant column stays 0, never NaN
+        weights = np.empty(X.shape[1])
+        for _, start, end in self.blocks:
+            weights[start:end] = 1.0 / np.sqrt(end - start)
+        self.scale_ = scale / weights
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "scale_")
+        return (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+
+
+def standardize_families(reducer: Pipeline, extractor) -> Pipeline:
+    """``reducer`` with a `FamilyStandardizer` first when ``extractor`` combines families, else unchanged."""
+    blocks = getattr(extractor, "blocks", None)
+    if not blocks:
+        return reducer
+    return Pipeline([("families", FamilyStandardizer(blocks)), *reducer.steps])
