@@ -57,3 +57,31 @@ def dev_dataset() -> Path:
     if not (SHARED_DEV / "train").is_dir():
         pytest.skip(f"real dev images not found at {SHARED_DEV} (they sit in ../shared/datasets beside the clone)")
     return SHARED_DEV
+
+
+class TinyColourFeatures:
+    """A fast stand-in extractor for tests: per-channel mean and standard deviation of the crop."""
+
+    name = "tiny"
+
+    def __init__(self, config=None):
+        self.config = config
+
+    def cache_identity(self) -> dict:
+        return {"extractor": self.name, "version": 1}
+
+    def describe(self) -> dict:
+        return {**self.cache_identity(), "checkpoint": None, "study_checkpoint": None}
+
+    def transform(self, crops: np.ndarray, records: np.ndarray) -> np.ndarray:
+        pixels = crops.reshape(len(crops), -1, 3).astype(np.float32) / 255
+        return np.concatenate([pixels.mean(axis=1), pixels.std(axis=1)], axis=1)
+
+
+@pytest.fixture
+def tiny_extractor(monkeypatch):
+    """Register the ``tiny`` extractor (mean and spread of colour) for the duration of a test."""
+    from facecluster import features
+
+    monkeypatch.setitem(features.EXTRACTORS, "tiny", TinyColourFeatures)
+    return "tiny"

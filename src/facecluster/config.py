@@ -92,6 +92,24 @@ class ReportConfig(_Strict):
     thumbnail: int = Field(64, ge=16, le=256, description="Side of one face in a montage, in pixels.")
 
 
+class EvaluationConfig(_Strict):
+    """Extra scores beside the train-majority mapping's."""
+
+    bootstrap_resamples: int = Field(
+        1000, ge=0, le=100_000, description="Bootstrap resamples of each scored split for 95% intervals; 0 turns them off."
+    )
+    supervised: bool = Field(
+        True, description="Also score the supervised ceiling (logistic regression, linear SVM trained on train labels)."
+    )
+
+
+class AuditConfig(_Strict):
+    """The shortcut audit recorded in every run (metadata, file names, thumbnails)."""
+
+    enabled: bool = True
+    max_images_per_label: int = Field(2000, ge=10, description="Images per label the audit reads (seeded sample).")
+
+
 class Config(_Strict):
     """A whole run's settings."""
 
@@ -104,6 +122,8 @@ class Config(_Strict):
         default_factory=lambda: {name: MethodConfig(**m) for name, m in STUDY_METHODS.items()}
     )
     report: ReportConfig = Field(default_factory=ReportConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @model_validator(mode="after")
     def _methods_known(self) -> "Config":
