@@ -100,5 +100,92 @@ def run(
     err_console.print(f"results: {out / 'results.json'}", highlight=False)
 
 
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def leaderboard_table(result: dict, top: int = 15) -> Table:
+    """The sweep's leaderboard: rows in the order of the train-only criterion, validation beside it."""
+    selection = result["selection"]["criterion"]
+    table = Table(title=f"sweep leaderboard, ranked by the train-only criterion '{selection}' "
+                        f"({result['n_configurations']} configurations; valid never used to rank)")
+    for name, justify in (("#", "right"), ("configuration", "left"), ("k", "right"), ("train cv-map", "right"),
+                          ("train sil.", "right"), ("valid bal.acc [95% CI]", "right"), ("valid ARI", "right"),
+                          ("ceiling LR / SVM", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for i, row in enumerate(result["leaderboard"][:top], start=1):
+        valid = row.get("valid", {})
+        ci = valid.get("ci", {}).get("balanced_accuracy")
+        interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+        ceiling = row.get("supervised", {})
+        table.add_row(str(i), row["id"], str(row["n_clusters"]), _fmt(row["train"]["cv_mapping_balanced_accuracy"]),
+                      _fmt(row["train"]["silhouette"]), _fmt(valid.get("balanced_accuracy")) + interval,
+                      _fmt(valid.get("ari")),
+                      f"{_fmt(ceiling.get('logistic_regression', {}).get('valid'))} / "
+                      f"{_fmt(ceiling.get('linear_svm', {}).get('valid'))}")
+    return table
+
+
+def family_table(result: dict) -> Table:
+    """Per feature family and crop: the train-chosen configuration's validation score beside the ceiling."""
+    by_id = {row["id"]: row for row in result["leaderboard"]}
+    table = Table(title="per feature family and crop: train-chosen clustering vs supervised ceiling (valid balanced accuracy)")
+    for name in ("features", "crop", "chosen configuration", "unsupervised", "logistic reg.", "linear SVM"):
+        table.add_column(name, overflow="fold")
+    for family in result["families"]:
+        key = f"{family['features']}|{family['crop']}"
+        if "skipped" in family:
+            table.add_row(family["features"], family["crop"], f"skipped: {family['skipped']}", "–", "–", "–")
+            continue
+        row = by_id.get(result["best_by_family"].get(key, ""), {})
+        supervised = family.get("supervised", {})
+        table.add_row(family["features"], family["crop"], row.get("id", "–"),
+                      _fmt(row.get("valid", {}).get("balanced_accuracy")),
+                      _fmt(supervised.get("logistic_regression", {}).get("valid", {}).get("balanced_accuracy")),
+                      _fmt(supervised.get("linear_svm", {}).get("valid", {}).get("balanced_accuracy")))
+    return table
+
+
+@app.command()
+def sweep(
+    data: Path = typer.Argument(..., help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split])."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for sweep.json, best.toml and plots/."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="TOML grid: a \\[sweep] table, other tables override the base settings."),
+    preset: str = typer.Option("study", help="Base settings the grid starts from."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: the user cache)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Processes for decoding and detection (default: all cores)."),
+    engine: str = typer.Option("local", help="Where extraction runs: 'local' or 'ray'."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray."),
+    top: int = typer.Option(15, min=1, help="Leaderboard rows to print."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Run a grid of features × crops × reducers × clusterers; choose the best with train-only criteria."""
+    from facecluster.dataset import discover
+    from facecluster.engine import make_engine
+    from facecluster.store import FeatureStore
+    from facecluster.sweep import Grid, sweep as run_sweep, write_outputs
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        grid = Grid.from_toml(config, preset)
+        dataset = discover(data, grid.base.dataset)
+        runner = make_engine(engine, workers=workers, address=address)
+        result = run_sweep(dataset, grid, runner, FeatureStore(cache_dir), progress=not quiet)
+    except (ConfigError, DatasetError) as error:
+        _fail(str(error))
+    files = write_outputs(result, grid, out)
+    out_console.print(leaderboard_table(result, top))
+    out_console.print(family_table(result))
+    best = result["best"]
+    if best is None:
+        _fail("no configuration of the grid could be fitted; see the errors in " + str(files["sweep"]))
+    out_console.print(f"chosen with train-only criterion '{result['selection']['criterion']}': {best['id']}; "
+                      f"valid balanced accuracy {_fmt(best.get('valid', {}).get('balanced_accuracy'))} "
+                      f"(reported, not used to choose)", highlight=False)
+    err_console.print(f"{len(result['failed'])} configurations failed; sweep took {result['seconds']:.0f} s; "
+                      f"written: {', '.join(str(p) for p in files.values())}", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LABELS = ("real", "fake")
 
@@ -72,6 +72,12 @@ class ReduceConfig(_Strict):
 
     standardize: bool = False
     n_components: int | None = Field(2, ge=1, description="PCA components; none keeps all dimensions.")
+
+    @field_validator("n_components", mode="before")
+    @classmethod
+    def _none_spelled_out(cls, value: Any) -> Any:
+        # TOML has no null: n_components = "none" keeps every dimension.
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
 
 
 class MethodConfig(_Strict):
@@ -212,4 +218,6 @@ def load_config(path: Path | None, preset: str | None = "study") -> Config:
 def dump_config(config: Config) -> str:
     """The resolved config as TOML text, loadable with `load_config(path, preset=None)`."""
     data = config.model_dump(mode="json", exclude_none=True)
+    if config.reduce.n_components is None:
+        data["reduce"]["n_components"] = "none"  # else the preset's value would come back on loading
     return tomli_w.dumps(data)
