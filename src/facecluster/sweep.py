@@ -134,7 +134,12 @@ class Grid:
             keys = list(params)
             lists = [v if isinstance(v, list) and not _is_k_range(k, v) else [v] for k, v in params.items()]
             for combo in itertools.product(*lists):
-                out.append((name, method["algorithm"], dict(zip(keys, combo))))
+                variant = dict(zip(keys, combo))
+                if variant.get("n_clusters") != "auto":  # k_range and criterion only mean something with "auto"
+                    variant.pop("k_range", None)
+                    variant.pop("criterion", None)
+                if (name, method["algorithm"], variant) not in out:
+                    out.append((name, method["algorithm"], variant))
         return out
 
     def reducers(self) -> list[ReduceConfig]:
@@ -196,7 +201,9 @@ def _spearman(a: list[float], b: list[float]) -> float | None:
     pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
     if len(pairs) < 3:
         return None
-    value = spearmanr(*zip(*pairs)).statistic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant column: undefined, reported as None
+        value = spearmanr(*zip(*pairs)).statistic
     return None if not np.isfinite(value) else float(value)
 
 
