@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from facecluster.config import ConfigError, load_config
@@ -185,6 +186,55 @@ def sweep(
                       f"(reported, not used to choose)", highlight=False)
     err_console.print(f"{len(result['failed'])} configurations failed; sweep took {result['seconds']:.0f} s; "
                       f"written: {', '.join(str(p) for p in files.values())}", highlight=False)
+
+
+def print_audit(result: dict) -> None:
+    """One line per check: flags first (what looks like a shortcut), then what passed."""
+    checks = result.get("checks", [])
+    if result.get("skipped"):
+        err_console.print(f"audit skipped: {result['skipped']}", highlight=False)
+    for check in sorted(checks, key=lambda c: not c["flag"]):
+        mark = "[bold yellow]FLAG[/]" if check["flag"] else "[green]ok  [/]"
+        out_console.print(f"{mark} {escape(check['message'])}", highlight=False, soft_wrap=True)
+    out_console.print(f"{sum(c['flag'] for c in checks)} of {len(checks)} checks flagged a possible shortcut "
+                      f"({result['n_read']} of {result['n_images']} images read)", highlight=False)
+
+
+@app.command()
+def audit(
+    data: Path = typer.Argument(..., help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split])."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for audit.json (default: print only)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings: the feature and clusterers "
+                                          "compared on box and aligned crops, [audit] options."),
+    preset: str = typer.Option("study", help="Settings to start from."),
+    alignment: bool = typer.Option(True, help="Compare box and aligned crops (extracts features twice, cached)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: the user cache)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Processes for decoding and detection (default: all cores)."),
+    engine: str = typer.Option("local", help="Where extraction runs: 'local' or 'ray'."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Look for shortcuts: metadata, file names, framing and alignment that separate the labels without realness."""
+    import json
+
+    from facecluster.audit import audit as run_audit
+    from facecluster.dataset import discover
+    from facecluster.engine import make_engine
+    from facecluster.store import FeatureStore
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        settings = load_config(config, preset)
+        dataset = discover(data, settings.dataset)
+        runner = make_engine(engine, workers=workers, address=address) if alignment else None
+        result = run_audit(dataset, settings, runner, FeatureStore(cache_dir), alignment=alignment, progress=not quiet)
+    except (ConfigError, DatasetError) as error:
+        _fail(str(error))
+    print_audit(result)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "audit.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        err_console.print(f"audit: {out / 'audit.json'}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecluster.audit import audit as audit_dataset
 from facecluster.cluster import n_clusters_of
 from facecluster.config import Config, dump_config
 from facecluster.dataset import Dataset, DatasetError, discover
@@ -181,6 +182,7 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "methods": methods,
         "supervised": (supervised_ceiling(extraction.features, labels, splits, usable, seed=config.seed)
                        if config.evaluation.supervised else {}),
+        "audit": audit_dataset(dataset, config) if config.audit.enabled else None,
         "problems": problems,
         "images": _image_entries(dataset, extraction, assignments),
         "provenance": {"versions": package_versions(), "seed": config.seed,

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
 
 from facecluster.evaluate import score
 
@@ -68,7 +69,8 @@ def supervised_ceiling(features: np.ndarray, labels: np.ndarray, splits: np.ndar
     out: dict[str, dict[str, dict]] = {}
     for model in models:
         classifier = make_classifier(model, seed)
-        with warnings.catch_warnings():
+        # One BLAS thread: small fits gain nothing from a pool, and oversubscribe a busy machine.
+        with warnings.catch_warnings(), threadpool_limits(limits=1):
             warnings.simplefilter("ignore", ConvergenceWarning)
             classifier.fit(features[train], labels[train])
         out[model] = {}

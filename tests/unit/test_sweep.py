@@ -137,3 +137,4 @@ def test_cli_sweep_writes_outputs_and_run_applies_best_toml_unchanged(grid_file,
     assert list(results["methods"]) == [best["method"]]
     assert results["features"]["extractor"] == "tiny"
     assert results["provenance"]["config"]["reduce"] == {"standardize": best["standardize"], "n_components": best["n_components"]}
+    assert results["audit"]["n_read"] == 30 and isinstance(results["audit"]["flags"], list)
