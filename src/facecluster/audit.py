@@ -260,10 +260,11 @@ def alignment_check(dataset: Dataset, config: Config, engine, store, progress: b
     scored = "valid" if "valid" in dataset.splits else dataset.splits[-1]
     scores: dict[str, dict[str, float | None]] = {}
     for crop, faces_config in faces.items():
-        extraction = engine.extract(dataset.samples, faces_config, make_extractor(config.features), store, progress=progress)
+        extractor = make_extractor(config.features)
+        extraction = engine.extract(dataset.samples, faces_config, extractor, store, progress=progress)
         usable = np.array([s in ("ok", "no_face") for s in extraction.status]) & np.isfinite(extraction.features).all(axis=1)
         train = usable & (splits == "train")
-        _, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed)
+        _, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed, extractor=extractor)
         scores[crop] = {}
         for name, method in config.methods.items():
             _, clusters = fit_clusterer(reduced, usable, train, method.algorithm, method.params, seed=config.seed)

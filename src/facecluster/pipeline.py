@@ -148,7 +148,8 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     if train.sum() < 2:
         raise DatasetError(f"{source}: fewer than 2 usable train images; nothing to cluster. "
                            "Check the problems listed above")
-    reducer, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed)
+    reducer, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed,
+                                   extractor=extractor)
 
     methods, assignments = _methods(config, reduced, usable, labels, splits, dataset)
     for name in methods:

@@ -28,14 +28,31 @@ from facecluster.reduce import make_reducer
 SPLIT_ORDER = ("train", "valid", "test")
 
 
-def fit_reducer(features: np.ndarray, usable: np.ndarray, train: np.ndarray, config: ReduceConfig, seed: int = 0):
-    """Fit the reducer on the train rows' features; return it and every usable row reduced (NaN elsewhere)."""
+def _with_family_standardizer(reducer, extractor):
+    """Put the per-family standardisation of combined features (``a+b``) first, when the build has it."""
+    try:
+        from facecluster.features.combine import standardize_families
+    except ImportError:  # a build without feature combinations
+        return reducer
+    return standardize_families(reducer, extractor)
+
+
+def fit_reducer(features: np.ndarray, usable: np.ndarray, train: np.ndarray, config: ReduceConfig, seed: int = 0,
+                extractor=None):
+    """Fit the reducer on the train rows' features; return it and every usable row reduced (NaN elsewhere).
+
+    With ``extractor`` given, combined feature families are standardised per family first
+    (fitted on train, as part of the reducer).
+    """
     n_components = config.n_components
     if n_components is not None:
         # PCA cannot keep more components than train rows or features; keep what exists.
         n_components = min(n_components, int(train.sum()), features.shape[1])
         config = config.model_copy(update={"n_components": n_components})
-    reducer = make_reducer(config, seed=seed).fit(features[train])
+    reducer = make_reducer(config, seed=seed)
+    if extractor is not None:
+        reducer = _with_family_standardizer(reducer, extractor)
+    reducer.fit(features[train])
     width = reducer.transform(features[train][:1]).shape[1]
     reduced = np.full((len(features), width), np.nan)
     reduced[usable] = reducer.transform(features[usable])

@@ -285,7 +285,8 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
         for reduce_cfg in grid.reducers():
             if reduce_cfg.n_components is not None and reduce_cfg.n_components >= extraction.features.shape[1]:
                 continue  # same as "none"
-            _, reduced = fit_reducer(extraction.features, usable, train, reduce_cfg, seed=grid.base.seed)
+            _, reduced = fit_reducer(extraction.features, usable, train, reduce_cfg, seed=grid.base.seed,
+                                     extractor=extractor)
             for name, algorithm, params in grid.method_variants():
                 row = _run_one(reduced, usable, train, labels, splits, reduce_cfg, name, algorithm, params,
                                grid, features_name, crop)
