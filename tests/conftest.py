@@ -37,6 +37,22 @@ def make_dataset(root: Path, per_class: dict[str, dict[str, int]], seed: int = 0
     return root
 
 
+def write_csv(root: Path, rows: list[list[str]]) -> Path:
+    """Write ``root/data.csv`` (path,label,split) listing ``rows``; the CSV keeps their order."""
+    import csv
+
+    with open(root / "data.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        writer.writerows(rows)
+    return root / "data.csv"
+
+
+def csv_rows(root: Path) -> list[list[str]]:
+    """[relative path, label, split] of every JPEG under ``root/<split>/<label>/``, sorted."""
+    return sorted([p.relative_to(root).as_posix(), p.parent.name, p.parent.parent.name] for p in root.rglob("*.jpg"))
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """12 train and 6 valid images per label."""

@@ -205,17 +205,21 @@ def build_config(preset: str | None = "study", overrides: dict[str, Any] | None 
         raise ConfigError(_describe(error, source)) from None
 
 
+def read_toml(path: Path | None, what: str = "config") -> dict[str, Any]:
+    """The tables of a TOML file ({} for no file); a missing file or bad syntax is a `ConfigError`."""
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found; check the path") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error}); fix the syntax") from None
+
+
 def load_config(path: Path | None, preset: str | None = "study") -> Config:
     """Read a TOML file (if any) over a preset."""
-    overrides: dict[str, Any] = {}
-    if path is not None:
-        try:
-            overrides = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found; check the path") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML ({error}); fix the syntax") from None
-    return build_config(preset, overrides, source=str(path) if path else "config")
+    return build_config(preset, read_toml(path), source=str(path) if path else "config")
 
 
 def dump_config(config: Config) -> str:

@@ -15,7 +15,6 @@ import itertools
 import logging
 import math
 import time
-import tomllib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from facecluster.cluster import n_clusters_of
-from facecluster.config import Config, ConfigError, FacesConfig, ReduceConfig, build_config, dump_config
+from facecluster.config import Config, ConfigError, FacesConfig, ReduceConfig, build_config, dump_config, read_toml
 from facecluster.dataset import Dataset
 from facecluster.evaluate import silhouette
 from facecluster.protocol import cross_validated_mapping_score, fit_clusterer, fit_reducer, score_splits, train_mapping
@@ -114,14 +113,7 @@ class Grid:
     @classmethod
     def from_toml(cls, path: Path | None, preset: str | None = "study") -> "Grid":
         """A grid file: ``[sweep]`` holds the grid; every other table overrides the base settings."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            try:
-                data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                raise ConfigError(f"{path}: grid file not found; check the path") from None
-            except tomllib.TOMLDecodeError as error:
-                raise ConfigError(f"{path}: not valid TOML ({error}); fix the syntax") from None
+        data = read_toml(path, "grid")
         sweep = data.pop("sweep", {})
         base = build_config(preset, data, source=str(path) if path else "grid")
         return cls.from_dict(sweep, base, str(path) if path else "grid")

@@ -5,8 +5,6 @@ scores. These tests run the real pipeline (`facecluster.run`) on a CSV dataset, 
 order is fixed while the labels change.
 """
 
-import csv
-
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
@@ -16,7 +14,7 @@ from facecluster.config import build_config
 from facecluster.engine import LocalEngine
 from facecluster.pipeline import run
 from facecluster.store import FeatureStore
-from tests.conftest import make_dataset
+from tests.conftest import csv_rows, make_dataset, write_csv
 
 fit_calls: list[dict] = []
 
@@ -61,19 +59,10 @@ def spies(monkeypatch):
     return fit_calls
 
 
-def _csv_dataset(root, rows):
-    with open(root / "data.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "split"])
-        writer.writerows(rows)
-    return root / "data.csv"
-
-
 @pytest.fixture
-def csv_rows(tmp_path):
+def csv_data(tmp_path):
     root = make_dataset(tmp_path / "images", {"train": {"real": 14, "fake": 14}, "valid": {"real": 8, "fake": 8}})
-    rows = sorted([p.relative_to(root).as_posix(), p.parent.name, p.parent.parent.name] for p in root.rglob("*.jpg"))
-    return root, rows
+    return root, csv_rows(root)
 
 
 def _run(root, rows, out, tiny_extractor, cache):
@@ -87,7 +76,7 @@ def _run(root, rows, out, tiny_extractor, cache):
                     "birch": {"algorithm": "birch", "params": {"n_clusters": 4, "threshold": 0.1}},
                     "gmm": {"algorithm": "gmm", "params": {"n_clusters": "auto", "k_range": [2, 5]}}},
     })
-    return run(_csv_dataset(root, rows), config, out, store=FeatureStore(cache), engine=LocalEngine(workers=0),
+    return run(write_csv(root, rows), config, out, store=FeatureStore(cache), engine=LocalEngine(workers=0),
                progress=False)
 
 
@@ -100,8 +89,8 @@ def _predictions(results, name):
     return [mapping.get(str(image["clusters"][name])) for image in results["images"]]
 
 
-def test_fit_gets_train_features_only_and_never_labels(spies, csv_rows, tiny_extractor, tmp_path):
-    root, rows = csv_rows
+def test_fit_gets_train_features_only_and_never_labels(spies, csv_data, tiny_extractor, tmp_path):
+    root, rows = csv_data
     results = _run(root, rows, tmp_path / "run", tiny_extractor, tmp_path / "cache")
     reducer_calls = [c for c in spies if c.get("reducer")]
     cluster_calls = [c for c in spies if not c.get("reducer")]
@@ -113,8 +102,8 @@ def test_fit_gets_train_features_only_and_never_labels(spies, csv_rows, tiny_ext
     assert results["methods"]["spy"]["mapping_source"] == "majority"
 
 
-def test_permuted_train_labels_give_identical_clusters(spies, csv_rows, tiny_extractor, tmp_path):
-    root, rows = csv_rows
+def test_permuted_train_labels_give_identical_clusters(spies, csv_data, tiny_extractor, tmp_path):
+    root, rows = csv_data
     first = _run(root, rows, tmp_path / "a", tiny_extractor, tmp_path / "cache")
     rng = np.random.default_rng(0)
     train = [i for i, row in enumerate(rows) if row[2] == "train"]
@@ -127,8 +116,8 @@ def test_permuted_train_labels_give_identical_clusters(spies, csv_rows, tiny_ext
     assert first["methods"]["spy"]["scores"] != second["methods"]["spy"]["scores"]  # the labels did change
 
 
-def test_valid_labels_never_change_the_mapping_or_valid_predictions(spies, csv_rows, tiny_extractor, tmp_path):
-    root, rows = csv_rows
+def test_valid_labels_never_change_the_mapping_or_valid_predictions(spies, csv_data, tiny_extractor, tmp_path):
+    root, rows = csv_data
     first = _run(root, rows, tmp_path / "a", tiny_extractor, tmp_path / "cache")
     flipped = [[p, {"real": "fake", "fake": "real"}[label] if split == "valid" else label, split] for p, label, split in rows]
     second = _run(root, flipped, tmp_path / "b", tiny_extractor, tmp_path / "cache")
@@ -140,8 +129,8 @@ def test_valid_labels_never_change_the_mapping_or_valid_predictions(spies, csv_r
         assert second["methods"][name]["scores"]["valid"]["accuracy"] == pytest.approx(1 - valid_before)
 
 
-def test_results_carry_intervals_silhouette_purity_and_the_supervised_ceiling(csv_rows, tiny_extractor, tmp_path, spies):
-    root, rows = csv_rows
+def test_results_carry_intervals_silhouette_purity_and_the_supervised_ceiling(csv_data, tiny_extractor, tmp_path, spies):
+    root, rows = csv_data
     results = _run(root, rows, tmp_path / "run", tiny_extractor, tmp_path / "cache")
     for method in results["methods"].values():
         valid = method["scores"]["valid"]

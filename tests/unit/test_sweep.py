@@ -1,6 +1,5 @@
 """The sweep: grid parsing, one run over a tiny grid, a train-only choice, and best.toml applied by `run`."""
 
-import csv
 import json
 
 import numpy as np
@@ -13,7 +12,7 @@ from facecluster.dataset import discover
 from facecluster.engine import LocalEngine
 from facecluster.store import FeatureStore
 from facecluster.sweep import Grid, sweep, write_outputs
-from tests.conftest import make_dataset
+from tests.conftest import csv_rows, make_dataset, write_csv
 
 GRID = """
 [faces]
@@ -46,16 +45,7 @@ def grid_file(tmp_path):
 @pytest.fixture
 def csv_data(tmp_path):
     root = make_dataset(tmp_path / "images", {"train": {"real": 16, "fake": 16}, "valid": {"real": 8, "fake": 8}})
-    rows = sorted([p.relative_to(root).as_posix(), p.parent.name, p.parent.parent.name] for p in root.rglob("*.jpg"))
-    return root, rows
-
-
-def _write_csv(root, rows):
-    with open(root / "data.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "split"])
-        writer.writerows(rows)
-    return root / "data.csv"
+    return root, csv_rows(root)
 
 
 def _sweep(source, grid, tmp_path):
@@ -87,7 +77,7 @@ def test_grid_file_expands_to_the_product_and_keeps_k_range_whole(grid_file):
 def test_sweep_ranks_by_train_criterion_and_ignores_valid_labels(grid_file, csv_data, tiny_extractor, tmp_path):
     root, rows = csv_data
     grid = Grid.from_toml(grid_file)
-    result = _sweep(_write_csv(root, rows), grid, tmp_path)
+    result = _sweep(write_csv(root, rows), grid, tmp_path)
     crops = 2 if "crop" in FacesConfig.model_fields else 1
     assert result["n_configurations"] == crops * 2 * 5
     assert result["failed"] == []
@@ -104,7 +94,7 @@ def test_sweep_ranks_by_train_criterion_and_ignores_valid_labels(grid_file, csv_
 
     # Flip every validation label: the validation scores change, the choice must not.
     flipped = [[p, {"real": "fake", "fake": "real"}[label] if split == "valid" else label, split] for p, label, split in rows]
-    again = _sweep(_write_csv(root, flipped), grid, tmp_path)
+    again = _sweep(write_csv(root, flipped), grid, tmp_path)
     assert again["best"]["id"] == result["best"]["id"]
     assert [r["id"] for r in again["leaderboard"]] == [r["id"] for r in board]
     assert again["best"]["valid"]["balanced_accuracy"] == pytest.approx(1 - result["best"]["valid"]["balanced_accuracy"])
