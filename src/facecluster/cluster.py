@@ -74,8 +74,15 @@ class QuantileMeanShift(ClusterMixin, BaseEstimator):
             # bandwidth gives the same clusters of identical points.
             bandwidth = 1.0
         self.bandwidth_ = float(bandwidth)
-        model = MeanShift(bandwidth=self.bandwidth_, bin_seeding=self.bin_seeding,
-                          cluster_all=self.cluster_all).fit(X)
+        try:
+            model = MeanShift(bandwidth=self.bandwidth_, bin_seeding=self.bin_seeding,
+                              cluster_all=self.cluster_all).fit(X)
+        except ValueError:
+            if not self.bin_seeding:
+                raise
+            # Bin seeding is only a speed-up; in many dimensions the grid's seeds can all fall
+            # farther than the bandwidth from every point. Seed on the points instead.
+            model = MeanShift(bandwidth=self.bandwidth_, bin_seeding=False, cluster_all=self.cluster_all).fit(X)
         self.cluster_centers_ = model.cluster_centers_
         self.labels_ = model.labels_
         self.n_clusters_ = len(self.cluster_centers_)

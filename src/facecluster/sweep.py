@@ -250,6 +250,7 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
     splits = np.array([s.split for s in dataset.samples], dtype=object)
     rows: list[dict] = []
     families: list[dict] = []
+    seen: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}  # family → crop → (features, usable)
     started = time.perf_counter()
     for features_name, crop in itertools.product(grid.features, grid.crops):
         family = {"features": features_name, "crop": crop}
@@ -268,6 +269,15 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
             log.warning("%s|%s: extraction failed: %s", features_name, crop, error)
             continue
         usable = np.array([s in USABLE for s in extraction.status]) & np.isfinite(extraction.features).all(axis=1)
+        same_as = next((other for other, (features, rows) in seen.get(features_name, {}).items()
+                        if np.array_equal(rows, usable) and np.allclose(features[rows], extraction.features[usable])), None)
+        seen.setdefault(features_name, {})[crop] = (extraction.features, usable)
+        if same_as is not None:
+            # E.g. landmark positions in the whole image: the crop does not enter them, so they keep
+            # whatever framing separates the labels, aligned or not. Not counted as "aligned".
+            family["skipped"] = f"the features do not depend on the crop: identical to the {same_as} crop's"
+            family["same_as"] = same_as
+            continue
         train = usable & (splits == "train")
         family.update({"dim": int(extraction.features.shape[1]), "usable": int(usable.sum()),
                        "computed": extraction.computed, "extract_seconds": round(time.perf_counter() - t0, 2),

@@ -73,3 +73,16 @@ def test_auto_k_is_refused_where_it_makes_no_sense():
         make_clusterer("kmeans", {"n_clusters": "auto", "criterion": "bic"})
     with pytest.raises(ValueError, match="k_range"):
         make_clusterer("kmeans", {"n_clusters": "auto", "k_range": [5, 2]})
+
+
+def test_quantile_mean_shift_falls_back_from_bin_seeding_when_no_seed_is_near():
+    # Two tight groups whose coordinates all sit half a bandwidth past a bin edge: in 20
+    # dimensions every bin seed is ~2.2 bandwidths from every point.
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(0, 1e-3, (40, 20)))
+    X[20:, 0] += 1.0
+    X += 0.5 * estimate_bandwidth(X, quantile=0.9, random_state=0)
+    with pytest.raises(ValueError, match="No point was within bandwidth"):
+        MeanShift(bandwidth=estimate_bandwidth(X, quantile=0.9, random_state=0), bin_seeding=True).fit(X)
+    model = QuantileMeanShift(quantile=0.9, bin_seeding=True).fit(X)
+    np.testing.assert_array_equal(model.labels_, QuantileMeanShift(quantile=0.9).fit(X).labels_)

@@ -128,3 +128,17 @@ def test_cli_sweep_writes_outputs_and_run_applies_best_toml_unchanged(grid_file,
     assert results["features"]["extractor"] == "tiny"
     assert results["provenance"]["config"]["reduce"] == {"standardize": best["standardize"], "n_components": best["n_components"]}
     assert results["audit"]["n_read"] == 30 and isinstance(results["audit"]["flags"], list)
+
+
+def test_features_that_ignore_the_crop_are_not_counted_as_aligned(grid_file, tiny_dataset, tiny_extractor, tmp_path,
+                                                                  monkeypatch):
+    # Stand-in for e.g. landmark positions: whatever the crop, the same vectors come out.
+    from facecluster import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "faces_with_crop", lambda faces, crop: faces)
+    result = _sweep(tiny_dataset, Grid.from_toml(grid_file), tmp_path)
+    box, aligned = result["families"]
+    assert "skipped" not in box
+    assert aligned["same_as"] == "box" and "do not depend on the crop" in aligned["skipped"]
+    assert {row["crop"] for row in result["leaderboard"]} == {"box"}
+    assert "aligned" not in result["best_by_crop"]
