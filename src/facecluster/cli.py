@@ -14,6 +14,7 @@ from rich.table import Table
 
 from facecluster.config import ConfigError, load_config
 from facecluster.dataset import DatasetError
+from facecluster.report.tables import audit_lines, family_table, fmt_score, leaderboard_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cluster face embeddings and measure how well clusters separate real from fake faces.")
@@ -101,52 +102,6 @@ def run(
     err_console.print(f"results: {out / 'results.json'}", highlight=False)
 
 
-def _fmt(value, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def leaderboard_table(result: dict, top: int = 15) -> Table:
-    """The sweep's leaderboard: rows in the order of the train-only criterion, validation beside it."""
-    selection = result["selection"]["criterion"]
-    table = Table(title=f"sweep leaderboard, ranked by the train-only criterion '{selection}' "
-                        f"({result['n_configurations']} configurations; valid never used to rank)")
-    for name, justify in (("#", "right"), ("configuration", "left"), ("k", "right"), ("train cv-map", "right"),
-                          ("train sil.", "right"), ("valid bal.acc [95% CI]", "right"), ("valid ARI", "right"),
-                          ("ceiling LR / SVM", "right")):
-        table.add_column(name, justify=justify, overflow="fold")
-    for i, row in enumerate(result["leaderboard"][:top], start=1):
-        valid = row.get("valid", {})
-        ci = valid.get("ci", {}).get("balanced_accuracy")
-        interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
-        ceiling = row.get("supervised", {})
-        table.add_row(str(i), row["id"], str(row["n_clusters"]), _fmt(row["train"]["cv_mapping_balanced_accuracy"]),
-                      _fmt(row["train"]["silhouette"]), _fmt(valid.get("balanced_accuracy")) + interval,
-                      _fmt(valid.get("ari")),
-                      f"{_fmt(ceiling.get('logistic_regression', {}).get('valid'))} / "
-                      f"{_fmt(ceiling.get('linear_svm', {}).get('valid'))}")
-    return table
-
-
-def family_table(result: dict) -> Table:
-    """Per feature family and crop: the train-chosen configuration's validation score beside the ceiling."""
-    by_id = {row["id"]: row for row in result["leaderboard"]}
-    table = Table(title="per feature family and crop: train-chosen clustering vs supervised ceiling (valid balanced accuracy)")
-    for name in ("features", "crop", "chosen configuration", "unsupervised", "logistic reg.", "linear SVM"):
-        table.add_column(name, overflow="fold")
-    for family in result["families"]:
-        key = f"{family['features']}|{family['crop']}"
-        if "skipped" in family:
-            table.add_row(family["features"], family["crop"], f"skipped: {family['skipped']}", "–", "–", "–")
-            continue
-        row = by_id.get(result["best_by_family"].get(key, ""), {})
-        supervised = family.get("supervised", {})
-        table.add_row(family["features"], family["crop"], row.get("id", "–"),
-                      _fmt(row.get("valid", {}).get("balanced_accuracy")),
-                      _fmt(supervised.get("logistic_regression", {}).get("valid", {}).get("balanced_accuracy")),
-                      _fmt(supervised.get("linear_svm", {}).get("valid", {}).get("balanced_accuracy")))
-    return table
-
-
 @app.command()
 def sweep(
     data: Path = typer.Argument(..., help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split])."),
@@ -182,7 +137,7 @@ def sweep(
     if best is None:
         _fail("no configuration of the grid could be fitted; see the errors in " + str(files["sweep"]))
     out_console.print(f"chosen with train-only criterion '{result['selection']['criterion']}': {best['id']}; "
-                      f"valid balanced accuracy {_fmt(best.get('valid', {}).get('balanced_accuracy'))} "
+                      f"valid balanced accuracy {fmt_score(best.get('valid', {}).get('balanced_accuracy'))} "
                       f"(reported, not used to choose)", highlight=False)
     err_console.print(f"{len(result['failed'])} configurations failed; sweep took {result['seconds']:.0f} s; "
                       f"written: {', '.join(str(p) for p in files.values())}", highlight=False)
@@ -190,12 +145,12 @@ def sweep(
 
 def print_audit(result: dict) -> None:
     """One line per check: flags first (what looks like a shortcut), then what passed."""
-    checks = result.get("checks", [])
     if result.get("skipped"):
         err_console.print(f"audit skipped: {result['skipped']}", highlight=False)
-    for check in sorted(checks, key=lambda c: not c["flag"]):
-        mark = "[bold yellow]FLAG[/]" if check["flag"] else "[green]ok  [/]"
-        out_console.print(f"{mark} {escape(check['message'])}", highlight=False, soft_wrap=True)
+    for flagged, message in audit_lines(result):
+        mark = "[bold yellow]FLAG[/]" if flagged else "[green]ok  [/]"
+        out_console.print(f"{mark} {escape(message)}", highlight=False, soft_wrap=True)
+    checks = result.get("checks", [])
     out_console.print(f"{sum(c['flag'] for c in checks)} of {len(checks)} checks flagged a possible shortcut "
                       f"({result['n_read']} of {result['n_images']} images read)", highlight=False)
 
