@@ -37,6 +37,22 @@ def make_dataset(root: Path, per_class: dict[str, dict[str, int]], seed: int = 0
     return root
 
 
+def write_csv(root: Path, rows: list[list[str]]) -> Path:
+    """Write ``root/data.csv`` (path,label,split) listing ``rows``; the CSV keeps their order."""
+    import csv
+
+    with open(root / "data.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        writer.writerows(rows)
+    return root / "data.csv"
+
+
+def csv_rows(root: Path) -> list[list[str]]:
+    """[relative path, label, split] of every JPEG under ``root/<split>/<label>/``, sorted."""
+    return sorted([p.relative_to(root).as_posix(), p.parent.name, p.parent.parent.name] for p in root.rglob("*.jpg"))
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """12 train and 6 valid images per label."""
@@ -57,3 +73,31 @@ def dev_dataset() -> Path:
     if not (SHARED_DEV / "train").is_dir():
         pytest.skip(f"real dev images not found at {SHARED_DEV} (they sit in ../shared/datasets beside the clone)")
     return SHARED_DEV
+
+
+class TinyColourFeatures:
+    """A fast stand-in extractor for tests: per-channel mean and standard deviation of the crop."""
+
+    name = "tiny"
+
+    def __init__(self, config=None):
+        self.config = config
+
+    def cache_identity(self) -> dict:
+        return {"extractor": self.name, "version": 1}
+
+    def describe(self) -> dict:
+        return {**self.cache_identity(), "checkpoint": None, "study_checkpoint": None}
+
+    def transform(self, crops: np.ndarray, records: np.ndarray) -> np.ndarray:
+        pixels = crops.reshape(len(crops), -1, 3).astype(np.float32) / 255
+        return np.concatenate([pixels.mean(axis=1), pixels.std(axis=1)], axis=1)
+
+
+@pytest.fixture
+def tiny_extractor(monkeypatch):
+    """Register the ``tiny`` extractor (mean and spread of colour) for the duration of a test."""
+    from facecluster import features
+
+    monkeypatch.setitem(features.EXTRACTORS, "tiny", TinyColourFeatures)
+    return "tiny"

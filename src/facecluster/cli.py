@@ -12,12 +12,14 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from facecluster.config import ConfigError, load_config
 from facecluster.dataset import DatasetError
 from facecluster.images import display_name
+from facecluster.report.tables import audit_lines, family_table, fmt_score, leaderboard_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cluster face embeddings and measure how well clusters separate real from fake faces.")
@@ -170,6 +172,96 @@ def report(
     except ReportError as error:
         _fail(str(error))
     err_console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
+
+
+@app.command()
+def sweep(
+    data: Path = typer.Argument(..., help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split])."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for sweep.json, best.toml and plots/."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="TOML grid: a \\[sweep] table, other tables override the base settings."),
+    preset: str = typer.Option("study", help="Base settings the grid starts from."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: the user cache)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Processes for decoding and detection (default: all cores)."),
+    engine: str = typer.Option("local", help="Where extraction runs: 'local' or 'ray'."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray."),
+    top: int = typer.Option(15, min=1, help="Leaderboard rows to print."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Run a grid of features × crops × reducers × clusterers; choose the best with train-only criteria."""
+    from facecluster.dataset import discover
+    from facecluster.engine import make_engine
+    from facecluster.store import FeatureStore
+    from facecluster.sweep import Grid, sweep as run_sweep, write_outputs
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        grid = Grid.from_toml(config, preset)
+        dataset = discover(data, grid.base.dataset)
+        runner = make_engine(engine, workers=workers, address=address)
+        result = run_sweep(dataset, grid, runner, FeatureStore(cache_dir), progress=not quiet)
+    except (ConfigError, DatasetError) as error:
+        _fail(str(error))
+    files = write_outputs(result, grid, out)
+    out_console.print(leaderboard_table(result, top))
+    out_console.print(family_table(result))
+    best = result["best"]
+    if best is None:
+        _fail("no configuration of the grid could be fitted; see the errors in " + str(files["sweep"]))
+    out_console.print(f"chosen with train-only criterion '{result['selection']['criterion']}': {best['id']}; "
+                      f"valid balanced accuracy {fmt_score(best.get('valid', {}).get('balanced_accuracy'))} "
+                      f"(reported, not used to choose)", highlight=False)
+    err_console.print(f"{len(result['failed'])} configurations failed; sweep took {result['seconds']:.0f} s; "
+                      f"written: {', '.join(str(p) for p in files.values())}", highlight=False)
+
+
+def print_audit(result: dict) -> None:
+    """One line per check: flags first (what looks like a shortcut), then what passed."""
+    if result.get("skipped"):
+        err_console.print(f"audit skipped: {result['skipped']}", highlight=False)
+    for flagged, message in audit_lines(result):
+        mark = "[bold yellow]FLAG[/]" if flagged else "[green]ok  [/]"
+        out_console.print(f"{mark} {escape(message)}", highlight=False, soft_wrap=True)
+    checks = result.get("checks", [])
+    out_console.print(f"{sum(c['flag'] for c in checks)} of {len(checks)} checks flagged a possible shortcut "
+                      f"({result['n_read']} of {result['n_images']} images read)", highlight=False)
+
+
+@app.command()
+def audit(
+    data: Path = typer.Argument(..., help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split])."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for audit.json (default: print only)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings: the feature and clusterers "
+                                          "compared on box and aligned crops, [audit] options."),
+    preset: str = typer.Option("study", help="Settings to start from."),
+    alignment: bool = typer.Option(True, help="Compare box and aligned crops (extracts features twice, cached)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: the user cache)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Processes for decoding and detection (default: all cores)."),
+    engine: str = typer.Option("local", help="Where extraction runs: 'local' or 'ray'."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Look for shortcuts: metadata, file names, framing and alignment that separate the labels without realness."""
+    import json
+
+    from facecluster.audit import audit as run_audit
+    from facecluster.dataset import discover
+    from facecluster.engine import make_engine
+    from facecluster.store import FeatureStore
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        settings = load_config(config, preset)
+        dataset = discover(data, settings.dataset)
+        runner = make_engine(engine, workers=workers, address=address) if alignment else None
+        result = run_audit(dataset, settings, runner, FeatureStore(cache_dir), alignment=alignment, progress=not quiet)
+    except (ConfigError, DatasetError) as error:
+        _fail(str(error))
+    print_audit(result)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "audit.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        err_console.print(f"audit: {out / 'audit.json'}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -84,8 +84,15 @@ class QuantileMeanShift(ClusterMixin, BaseEstimator):
             # bandwidth gives the same clusters of identical points.
             bandwidth = 1.0
         self.bandwidth_ = float(bandwidth)
-        model = MeanShift(bandwidth=self.bandwidth_, bin_seeding=self.bin_seeding,
-                          cluster_all=self.cluster_all).fit(X)
+        try:
+            model = MeanShift(bandwidth=self.bandwidth_, bin_seeding=self.bin_seeding,
+                              cluster_all=self.cluster_all).fit(X)
+        except ValueError:
+            if not self.bin_seeding:
+                raise
+            # Bin seeding is only a speed-up; in many dimensions the grid's seeds can all fall
+            # farther than the bandwidth from every point. Seed on the points instead.
+            model = MeanShift(bandwidth=self.bandwidth_, bin_seeding=False, cluster_all=self.cluster_all).fit(X)
         self.cluster_centers_ = model.cluster_centers_
         self.labels_ = model.labels_
         self.n_clusters_ = len(self.cluster_centers_)
@@ -127,6 +134,96 @@ class NearestCentroidClusterer(ClusterMixin, BaseEstimator):
         return self.cluster_ids_[pairwise_distances_argmin(X, self.cluster_centers_)]
 
 
+class AutoKClusterer(ClusterMixin, BaseEstimator):
+    """Choose the number of clusters on the data it is fitted on (train), without labels.
+
+    Every k in ``k_range`` is fitted; the k with the best criterion is kept:
+    the mean silhouette (higher is better) for KMeans, agglomerative, spectral and BIRCH,
+    the Bayesian information criterion (lower is better) for the Gaussian mixture.
+
+    Parameters
+    ----------
+    algorithm : str, default="kmeans"
+        A registered algorithm that takes ``n_clusters``.
+    k_range : tuple of int, default=(2, 8)
+        Smallest and largest k tried (inclusive); k above n_samples - 1 is skipped.
+    criterion : {"auto", "silhouette", "bic"}, default="auto"
+        "auto" is BIC for ``gmm``, silhouette otherwise.
+    params : dict or None, default=None
+        Other parameters of the algorithm (``n_clusters`` excluded).
+    random_state : int, default=0
+
+    Attributes
+    ----------
+    n_clusters_ : int
+        The k chosen.
+    criterion_ : str
+    criterion_scores_ : dict of int to float
+        The criterion of every k tried (NaN where undefined).
+    estimator_ : estimator
+        The clusterer fitted with the chosen k.
+    labels_ : ndarray of shape (n_samples,)
+    """
+
+    def __init__(self, algorithm="kmeans", k_range=(2, 8), criterion="auto", params=None, random_state=0):
+        self.algorithm = algorithm
+        self.k_range = k_range
+        self.criterion = criterion
+        self.params = params
+        self.random_state = random_state
+
+    def _criterion(self) -> str:
+        if self.criterion == "auto":
+            return "bic" if self.algorithm == "gmm" else "silhouette"
+        if self.criterion not in ("silhouette", "bic"):
+            raise ValueError(f"criterion must be 'auto', 'silhouette' or 'bic', got {self.criterion!r}")
+        if self.criterion == "bic" and self.algorithm != "gmm":
+            raise ValueError(f"criterion 'bic' needs a likelihood; {self.algorithm!r} has none, use 'silhouette'")
+        return self.criterion
+
+    def _candidates(self, n_samples: int) -> list[int]:
+        low, high = (int(v) for v in self.k_range)
+        if low < 1 or high < low:
+            raise ValueError(f"k_range must be (low, high) with 1 <= low <= high, got {self.k_range!r}")
+        ks = [k for k in range(low, high + 1) if k <= max(1, n_samples - 1)]
+        return ks or [min(low, n_samples)]
+
+    def fit(self, X, y=None):
+        """Fit every candidate k on X and keep the best by the criterion."""
+        from sklearn.metrics import silhouette_score
+
+        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        criterion = self._criterion()
+        params = dict(self.params or {})
+        if "n_clusters" in params:
+            raise ValueError("params must not hold n_clusters: AutoKClusterer chooses it")
+        best, scores = None, {}
+        for k in self._candidates(len(X)):
+            model = make_clusterer(self.algorithm, {**params, "n_clusters": k}, seed=self.random_state).fit(X)
+            labels = np.asarray(model.labels_ if hasattr(model, "labels_") else model.predict(X))
+            if criterion == "bic":
+                value = float(model.bic(X))
+            else:
+                n_labels = len(np.unique(labels))
+                value = float(silhouette_score(X, labels)) if 2 <= n_labels < len(X) else float("nan")
+            scores[k] = value
+            better = best is None or (np.isfinite(value) and (not np.isfinite(best[0]) or
+                                      (value < best[0] if criterion == "bic" else value > best[0])))
+            if better:
+                best = (value, k, model, labels)
+        _, self.n_clusters_, self.estimator_, self.labels_ = best
+        self.criterion_, self.criterion_scores_ = criterion, scores
+        if hasattr(self.estimator_, "cluster_centers_"):
+            self.cluster_centers_ = self.estimator_.cluster_centers_
+        return self
+
+    def predict(self, X):
+        """Cluster ids of new points, from the estimator fitted with the chosen k."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return self.estimator_.predict(X)
+
+
 def _inductive(factory: Callable[..., Any]) -> Callable[..., Any]:
     return lambda **params: NearestCentroidClusterer(factory(**params))
 
@@ -158,6 +255,8 @@ def make_clusterer(algorithm: str, params: dict[str, Any] | None = None, seed: i
     if algorithm not in CLUSTERERS:
         raise ValueError(f"unknown clustering algorithm {algorithm!r}; choose one of {sorted(CLUSTERERS)}")
     params = dict(params or {})
+    if params.get("n_clusters") == "auto":
+        return _auto_k(algorithm, params, seed)
     seeded = {"kmeans", "minibatch-kmeans", "gmm", "spectral", "meanshift"}
     if algorithm in seeded:
         params.setdefault("random_state", seed)
@@ -165,6 +264,27 @@ def make_clusterer(algorithm: str, params: dict[str, Any] | None = None, seed: i
         return CLUSTERERS[algorithm](**params)
     except TypeError as error:
         raise ValueError(f"{algorithm}: bad parameter ({error})") from None
+
+
+AUTO_K_ALGORITHMS = ("kmeans", "minibatch-kmeans", "gmm", "agglomerative", "spectral", "birch")
+
+
+def _auto_k(algorithm: str, params: dict[str, Any], seed: int) -> AutoKClusterer:
+    """``n_clusters = "auto"``: an `AutoKClusterer`; ``k_range`` and ``criterion`` may sit beside it."""
+    if algorithm not in AUTO_K_ALGORITHMS:
+        raise ValueError(f"{algorithm}: n_clusters = 'auto' needs an algorithm that takes n_clusters; "
+                         f"choose one of {list(AUTO_K_ALGORITHMS)}")
+    params.pop("n_clusters")
+    k_range = tuple(params.pop("k_range", (2, 8)))
+    criterion = params.pop("criterion", "auto")
+    seed = params.pop("random_state", seed)
+    model = AutoKClusterer(algorithm, k_range, criterion, params or None, seed)
+    try:
+        model._criterion()
+        model._candidates(10**9)
+    except ValueError as error:
+        raise ValueError(f"{algorithm}: bad parameter ({error})") from None
+    return model
 
 
 def n_clusters_of(model, labels: np.ndarray) -> int:

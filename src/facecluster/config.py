@@ -89,6 +89,12 @@ class ReduceConfig(_Strict):
     standardize: bool = False
     n_components: int | None = Field(2, ge=1, description="PCA components; none keeps all dimensions.")
 
+    @field_validator("n_components", mode="before")
+    @classmethod
+    def _none_spelled_out(cls, value: Any) -> Any:
+        # TOML has no null: n_components = "none" keeps every dimension.
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
+
 
 class MethodConfig(_Strict):
     """One clustering method: an algorithm from the registry and its parameters."""
@@ -116,6 +122,24 @@ class ReportConfig(_Strict):
     thumbnail: int = Field(64, ge=16, le=256, description="Side of one face in a montage, in pixels.")
 
 
+class EvaluationConfig(_Strict):
+    """Extra scores beside the train-majority mapping's."""
+
+    bootstrap_resamples: int = Field(
+        1000, ge=0, le=100_000, description="Bootstrap resamples of each scored split for 95% intervals; 0 turns them off."
+    )
+    supervised: bool = Field(
+        True, description="Also score the supervised ceiling (logistic regression, linear SVM trained on train labels)."
+    )
+
+
+class AuditConfig(_Strict):
+    """The shortcut audit recorded in every run (metadata, file names, thumbnails)."""
+
+    enabled: bool = True
+    max_images_per_label: int = Field(2000, ge=10, description="Images per label the audit reads (seeded sample).")
+
+
 class Config(_Strict):
     """A whole run's settings."""
 
@@ -128,6 +152,8 @@ class Config(_Strict):
         default_factory=lambda: {name: MethodConfig(**m) for name, m in STUDY_METHODS.items()}
     )
     report: ReportConfig = Field(default_factory=ReportConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @model_validator(mode="after")
     def _methods_known(self) -> "Config":
@@ -249,24 +275,30 @@ def build_config(preset: str | None = "study", overrides: dict[str, Any] | None 
         raise ConfigError(_describe(error, source)) from None
 
 
+def read_toml(path: Path | None, what: str = "config") -> dict[str, Any]:
+    """The tables of a TOML file ({} for no file); a missing file or bad syntax is a `ConfigError`."""
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found; check the path") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror or error}); check the path") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error}); fix the syntax") from None
+
+
 def load_config(path: Path | None, preset: str | None = "study") -> Config:
     """Read a TOML file (if any) over a preset."""
-    overrides: dict[str, Any] = {}
-    if path is not None:
-        try:
-            overrides = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found; check the path") from None
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot be read ({error.strerror or error}); check the path") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML ({error}); fix the syntax") from None
-    return build_config(preset, overrides, source=str(path) if path else "config")
+    return build_config(preset, read_toml(path), source=str(path) if path else "config")
 
 
 def dump_config(config: Config) -> str:
     """The resolved config as TOML text, loadable with `load_config(path, preset=None)`."""
     data = config.model_dump(mode="json", exclude_none=True)
+    if config.reduce.n_components is None:
+        data["reduce"]["n_components"] = "none"  # else the preset's value would come back on loading
     return tomli_w.dumps(data)

@@ -13,19 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from facecluster.cluster import make_clusterer, n_clusters_of
+from facecluster.audit import audit as audit_dataset
+from facecluster.cluster import n_clusters_of
 from facecluster.config import Config, dump_config
 from facecluster.dataset import Dataset, DatasetError, discover
 from facecluster.engine import Extraction, LocalEngine
-from facecluster.evaluate import apply_mapping, cluster_summary, majority_mapping, score
+from facecluster.evaluate import cluster_summary
 from facecluster.faces import cut_face
 from facecluster.features import make_extractor
-from facecluster.features.combine import standardize_families
 from facecluster.images import decode_rgb, read_bytes
-from facecluster.reduce import describe_reducer, make_reducer
+from facecluster.protocol import fit_clusterer, fit_reducer, score_splits, train_mapping
+from facecluster.reduce import describe_reducer
 from facecluster.report.figures import montage_png, scatter_png
 from facecluster.report.html import write_report
 from facecluster.store import FeatureStore
+from facecluster.supervised import supervised_ceiling
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +64,11 @@ def _methods(config: Config, reduced: np.ndarray, usable: np.ndarray, labels: np
     results, assignments = {}, {}
     for name, method in config.methods.items():
         started = time.perf_counter()
-        model = make_clusterer(method.algorithm, method.params, seed=config.seed).fit(reduced[train])
-        clusters = np.full(len(labels), -1, dtype=int)
-        clusters[usable] = model.predict(reduced[usable])
-        if hasattr(model, "labels_"):
-            clusters[train] = model.labels_
-        if method.mapping is not None:
-            mapping = {int(k): v for k, v in method.mapping.items()}
-            mapping_source = "manual"
-        else:
-            mapping = majority_mapping(clusters[train], labels[train])
-            mapping_source = "majority"
-        default = majority_mapping(np.zeros(train.sum(), dtype=int), labels[train])[0]
-        scores = {}
-        for split in dataset.splits:
-            rows = usable & (splits == split)
-            if rows.any():
-                predicted = apply_mapping(clusters[rows], mapping, default)
-                scores[split] = score(labels[rows], predicted, clusters[rows])
+        # Fitted on train features only; labels are read afterwards, to map and to score.
+        model, clusters = fit_clusterer(reduced, usable, train, method.algorithm, method.params, seed=config.seed)
+        mapping, mapping_source, default = train_mapping(clusters, labels, train, method.mapping)
+        scores = score_splits(labels, splits, usable, clusters, mapping, default, reduced,
+                              n_resamples=config.evaluation.bootstrap_resamples, seed=config.seed)
         results[name] = {
             "algorithm": method.algorithm,
             "params": method.params,
@@ -92,6 +81,9 @@ def _methods(config: Config, reduced: np.ndarray, usable: np.ndarray, labels: np
             "scores": scores,
             "seconds": round(time.perf_counter() - started, 4),
         }
+        if hasattr(model, "criterion_scores_"):
+            results[name]["auto_n_clusters"] = {"criterion": model.criterion_,
+                                                "scores": {str(k): v for k, v in model.criterion_scores_.items()}}
         assignments[name] = clusters
     return results, assignments
 
@@ -158,10 +150,8 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     if train.sum() < 2:
         raise DatasetError(f"{source}: fewer than 2 usable train images; nothing to cluster. "
                            "Check the problems listed above")
-    reducer = standardize_families(make_reducer(config.reduce, seed=config.seed), extractor)
-    reducer.fit(extraction.features[train])
-    reduced = np.full((len(labels), reducer.transform(extraction.features[train][:1]).shape[1]), np.nan)
-    reduced[usable] = reducer.transform(extraction.features[usable])
+    reducer, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed,
+                                   extractor=extractor)
 
     methods, assignments = _methods(config, reduced, usable, labels, splits, dataset)
     for name in methods:
@@ -193,6 +183,9 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "features": {**extractor.describe(), "dim": int(extraction.features.shape[1])},
         "reduce": describe_reducer(reducer),
         "methods": methods,
+        "supervised": (supervised_ceiling(extraction.features, labels, splits, usable, seed=config.seed)
+                       if config.evaluation.supervised else {}),
+        "audit": audit_dataset(dataset, config) if config.audit.enabled else None,
         "problems": problems,
         "skipped": dataset.skipped,
         "warnings": dataset.warnings,

@@ -42,3 +42,47 @@ def test_unknown_algorithm_and_bad_parameter_are_clear_errors():
         make_clusterer("dbscan-ish")
     with pytest.raises(ValueError, match="birch: bad parameter"):
         make_clusterer("birch", {"no_such": 1})
+
+
+from facecluster.cluster import AutoKClusterer
+
+
+def test_auto_k_clusterer_passes_scikit_learn_checks():
+    check_estimator(AutoKClusterer("birch", k_range=(2, 4)))
+
+
+@pytest.mark.parametrize("algorithm, criterion", [("kmeans", "silhouette"), ("agglomerative", "silhouette"),
+                                                  ("birch", "silhouette"), ("gmm", "bic")])
+def test_auto_k_finds_the_number_of_blobs(algorithm, criterion):
+    X, _ = make_blobs(240, centers=4, cluster_std=0.4, random_state=3)
+    params = {"n_clusters": "auto", "k_range": [2, 7]}
+    if algorithm == "birch":
+        params["threshold"] = 0.2
+    model = make_clusterer(algorithm, params).fit(X)
+    assert isinstance(model, AutoKClusterer)
+    assert model.criterion_ == criterion
+    assert model.n_clusters_ == 4
+    assert set(model.criterion_scores_) == set(range(2, 8))
+    assert len(np.unique(model.predict(X))) == 4
+
+
+def test_auto_k_is_refused_where_it_makes_no_sense():
+    with pytest.raises(ValueError, match="needs an algorithm that takes n_clusters"):
+        make_clusterer("meanshift", {"n_clusters": "auto"})
+    with pytest.raises(ValueError, match="criterion 'bic' needs a likelihood"):
+        make_clusterer("kmeans", {"n_clusters": "auto", "criterion": "bic"})
+    with pytest.raises(ValueError, match="k_range"):
+        make_clusterer("kmeans", {"n_clusters": "auto", "k_range": [5, 2]})
+
+
+def test_quantile_mean_shift_falls_back_from_bin_seeding_when_no_seed_is_near():
+    # Two tight groups whose coordinates all sit half a bandwidth past a bin edge: in 20
+    # dimensions every bin seed is ~2.2 bandwidths from every point.
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.normal(0, 1e-3, (40, 20)))
+    X[20:, 0] += 1.0
+    X += 0.5 * estimate_bandwidth(X, quantile=0.9, random_state=0)
+    with pytest.raises(ValueError, match="No point was within bandwidth"):
+        MeanShift(bandwidth=estimate_bandwidth(X, quantile=0.9, random_state=0), bin_seeding=True).fit(X)
+    model = QuantileMeanShift(quantile=0.9, bin_seeding=True).fit(X)
+    np.testing.assert_array_equal(model.labels_, QuantileMeanShift(quantile=0.9).fit(X).labels_)

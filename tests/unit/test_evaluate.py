@@ -30,3 +30,68 @@ def test_scores_on_a_known_case():
 def test_cluster_summary_counts_labels():
     summary = cluster_summary(np.array([0, 0, 1]), np.array(["real", "fake", "fake"], dtype=object))
     assert summary == {"0": {"real": 1, "fake": 1}, "1": {"real": 0, "fake": 1}}
+
+
+from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score, normalized_mutual_info_score
+
+from facecluster.evaluate import (
+    _codes,
+    _tables,
+    ari_from_tables,
+    bootstrap_intervals,
+    nmi_from_tables,
+    purity,
+    silhouette,
+)
+
+
+def test_purity_is_the_share_of_cluster_majorities():
+    truth = np.array(["real", "real", "fake", "fake", "fake", "real"], dtype=object)
+    assert purity(truth, np.array([0, 0, 0, 1, 1, 2])) == pytest.approx(5 / 6)
+    assert purity(truth, np.zeros(6, dtype=int)) == pytest.approx(0.5)
+    assert score(truth, truth, np.arange(6))["purity"] == 1.0
+
+
+def test_silhouette_separated_blobs_high_and_undefined_for_one_cluster():
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(0, 0.1, (20, 2)), rng.normal(5, 0.1, (20, 2))])
+    clusters = np.repeat([0, 1], 20)
+    assert silhouette(points, clusters) > 0.9
+    assert silhouette(points, rng.permutation(clusters)) < 0.1
+    assert silhouette(points, np.zeros(40, dtype=int)) is None
+    assert silhouette(points, np.where(np.arange(40) < 39, 0, -1)) is None  # noise left out → one cluster
+
+
+def test_vectorised_ari_and_nmi_match_scikit_learn():
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        n, k = int(rng.integers(2, 30)), int(rng.integers(1, 5))
+        truth, clusters = rng.choice(["real", "fake"], n), rng.integers(0, k, n)
+        if trial % 5 == 0:
+            truth[:] = "real"
+        a, b = _codes(truth), _codes(clusters)
+        table = _tables(a, b, a.max() + 1, b.max() + 1, np.arange(n)[None])
+        assert ari_from_tables(table)[0] == pytest.approx(adjusted_rand_score(truth, clusters))
+        assert nmi_from_tables(table)[0] == pytest.approx(normalized_mutual_info_score(truth, clusters))
+
+
+def test_bootstrap_interval_brackets_the_score_shrinks_with_n_and_is_seeded():
+    rng = np.random.default_rng(2)
+
+    def case(n):
+        truth = rng.choice(np.array(["real", "fake"], dtype=object), n)
+        clusters = np.where(rng.random(n) < 0.8, truth == "fake", truth == "real").astype(int)
+        return truth, np.where(clusters == 1, "fake", "real").astype(object), clusters
+
+    truth, predicted, clusters = case(200)
+    ci = bootstrap_intervals(truth, predicted, clusters, n_resamples=500, seed=0)
+    assert set(ci) == {"balanced_accuracy", "accuracy", "ari", "nmi"}
+    point = {"balanced_accuracy": balanced_accuracy_score(truth, predicted), "accuracy": np.mean(truth == predicted),
+             "ari": adjusted_rand_score(truth, clusters), "nmi": normalized_mutual_info_score(truth, clusters)}
+    for metric, (low, high) in ci.items():
+        assert low < point[metric] < high
+    assert ci == bootstrap_intervals(truth, predicted, clusters, n_resamples=500, seed=0)
+    big = bootstrap_intervals(*case(3000), n_resamples=500, seed=0)
+    width = lambda c: c["balanced_accuracy"][1] - c["balanced_accuracy"][0]  # noqa: E731
+    assert width(big) < width(ci) / 2
+    assert bootstrap_intervals(truth, predicted, clusters, n_resamples=0)["accuracy"] is None

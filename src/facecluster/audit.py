@@ -1,0 +1,350 @@
+"""Shortcut audit: can the classes be told apart by something other than the faces' realness?
+
+Checks, each with a one-line verdict (``flag`` true when it looks like a shortcut):
+
+* **metadata**: format, mode, dimensions, JPEG quality (from the quantisation tables),
+  chroma subsampling, file size, EXIF, progressive encoding, greyscale share, per label;
+  each attribute alone and all of them together as a classifier (cross-validated);
+* **file names**: label words ("fake", "real", "gan", …) in the path below the label folder,
+  and a character n-gram classifier on the names;
+* **framing**: a logistic regression on 32×32 grey thumbnails of the whole frame;
+* **alignment** (needs a second extraction, so only in ``facecluster audit``): the run's
+  feature and clusterers on box crops and on 5-point aligned crops; a warning when most of
+  the separation disappears once faces are aligned identically.
+
+A classifier "separates" the classes when its cross-validated balanced accuracy is at least
+`FLAG_BALANCED_ACCURACY` and its out-of-fold predictions are associated with the labels at
+p ≤ `FLAG_P_VALUE` (one-sided Fisher exact test), so small data sets do not flag by chance.
+The audit reads labels on purpose: it is a diagnosis of the data set, never an input to the
+clusters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from scipy.stats import fisher_exact
+
+from facecluster.config import LABELS, Config
+from facecluster.dataset import DEFAULT_LABEL_NAMES, SPLIT_NAMES, Dataset, Sample
+from facecluster.imagemeta import ImageMeta, read_meta
+
+log = logging.getLogger(__name__)
+
+FLAG_BALANCED_ACCURACY = 0.6
+FLAG_P_VALUE = 1e-3
+SHARE_DIFFERENCE = 0.05  # a binary attribute's share must differ by this much between labels
+NAME_SHARE_DIFFERENCE = 0.1
+ALIGNMENT_KEPT = 0.5  # warn when aligned crops keep less than this share of the box crops' separation
+ALIGNMENT_MIN_EXCESS = 0.1  # ... and the box crops separated at least this far above chance
+
+
+def relative_name(sample: Sample, label_folders: set[str]) -> str:
+    """The sample's path below its split and label folders (what the user named the file)."""
+    parts = sample.relpath.split("/")
+    if len(parts) > 1 and parts[0].lower() in SPLIT_NAMES:
+        parts = parts[1:]
+    if len(parts) > 1 and parts[0].lower() in label_folders:
+        parts = parts[1:]
+    return "/".join(parts)
+
+
+def _sample_rows(dataset: Dataset, max_per_label: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in LABELS:
+        members = np.array([i for i, s in enumerate(dataset.samples) if s.label == label], dtype=int)
+        if len(members) > max_per_label:
+            members = np.sort(rng.choice(members, max_per_label, replace=False))
+        rows.extend(members.tolist())
+    return np.array(sorted(rows), dtype=int)
+
+
+def _oof_separation(X: np.ndarray, y: np.ndarray, model, seed: int) -> dict:
+    """Cross-validated balanced accuracy of ``model`` and the Fisher p-value of its out-of-fold predictions."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    n_folds = int(min(5, Counter(y.tolist()).most_common()[-1][1]))
+    if n_folds < 2 or len(set(y.tolist())) < 2:
+        return {"balanced_accuracy": None, "accuracy": None, "p_value": None, "separates": False}
+    predicted = cross_val_predict(model, X, y, cv=StratifiedKFold(n_folds, shuffle=True, random_state=seed))
+    table = [[int(np.sum((y == a) & (predicted == b))) for b in LABELS] for a in LABELS]
+    p_value = float(fisher_exact(table, alternative="greater").pvalue)
+    balanced = float(balanced_accuracy_score(y, predicted))
+    return {"balanced_accuracy": balanced, "accuracy": float(accuracy_score(y, predicted)), "p_value": p_value,
+            "separates": bool(balanced >= FLAG_BALANCED_ACCURACY and p_value <= FLAG_P_VALUE)}
+
+
+def _tree(seed: int, depth: int = 3):
+    from sklearn.tree import DecisionTreeClassifier
+
+    return DecisionTreeClassifier(max_depth=depth, class_weight="balanced", random_state=seed)
+
+
+def _attribute_columns(metas: list[ImageMeta]) -> dict[str, tuple[np.ndarray, bool]]:
+    """Attribute name → (values, categorical?)."""
+    return {
+        "format": (np.array([str(m.format) for m in metas]), True),
+        "mode": (np.array([str(m.mode) for m in metas]), True),
+        "dimensions": (np.array([f"{m.width}x{m.height}" for m in metas]), True),
+        "jpeg_quality": (np.array([-1 if m.jpeg_quality is None else m.jpeg_quality for m in metas], dtype=float), False),
+        "subsampling": (np.array([str(m.subsampling) for m in metas]), True),
+        "file_size": (np.array([np.log10(max(m.file_size, 1)) for m in metas]), False),
+    }
+
+
+def _encode(values: np.ndarray, categorical: bool) -> np.ndarray:
+    if not categorical:
+        return values.reshape(-1, 1).astype(float)
+    levels = sorted(set(values.tolist()))
+    return (values[:, None] == np.array(levels)[None, :]).astype(float)
+
+
+def _share_check(name: str, flags: np.ndarray, labels: np.ndarray, what: str) -> dict:
+    counts = {label: [int(flags[labels == label].sum()), int((labels == label).sum())] for label in LABELS}
+    shares = {label: (k / n if n else 0.0) for label, (k, n) in counts.items()}
+    table = [[counts[label][0], counts[label][1] - counts[label][0]] for label in LABELS]
+    p_value = float(fisher_exact(table).pvalue) if all(n for _, n in counts.values()) else 1.0
+    flag = abs(shares["real"] - shares["fake"]) >= SHARE_DIFFERENCE and p_value <= FLAG_P_VALUE
+    detail = " vs ".join(f"{counts[label][0]}/{counts[label][1]} {label}" for label in LABELS)
+    message = (f"{what} differs by label: {detail} (p={p_value:.1e}); a model can key on it"
+               if flag else f"{what}: {detail}, no difference")
+    return {"check": name, "flag": bool(flag), "message": message, "counts": counts, "p_value": p_value}
+
+
+def metadata_checks(metas: list[ImageMeta], labels: np.ndarray, seed: int = 0) -> list[dict]:
+    """Per-attribute and combined metadata checks."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    checks = [_share_check("greyscale", np.array([m.greyscale for m in metas]), labels, "greyscale share"),
+              _share_check("exif", np.array([m.exif for m in metas]), labels, "EXIF presence"),
+              _share_check("progressive", np.array([m.progressive for m in metas]), labels, "progressive JPEG share")]
+    columns = _attribute_columns(metas)
+    for name, (values, categorical) in columns.items():
+        result = _oof_separation(_encode(values, categorical), labels, _tree(seed), seed)
+        summary = {label: _describe_values(name, values[labels == label], categorical) for label in LABELS}
+        hint = "; file size follows content (detail, colour) as well as encoding" if name == "file_size" else ""
+        verdict = (f"{name} alone separates the labels (balanced accuracy {result['balanced_accuracy']:.2f}, "
+                   f"p={result['p_value']:.1e}): {summary['real']} real vs {summary['fake']} fake{hint}"
+                   if result["separates"] else f"{name}: {summary['real']} real vs {summary['fake']} fake, no separation")
+        checks.append({"check": f"metadata:{name}", "flag": result["separates"], "message": verdict, **result})
+    X = np.hstack([_encode(v, c) for v, c in columns.values()]
+                  + [np.array([[m.greyscale, m.exif, m.progressive] for m in metas], dtype=float)])
+    forest = RandomForestClassifier(n_estimators=100, max_depth=6, class_weight="balanced", random_state=seed, n_jobs=1)
+    result = _oof_separation(X, labels, forest, seed)
+    message = (f"metadata alone (no pixels, no names) separates the labels: balanced accuracy "
+               f"{result['balanced_accuracy']:.2f} (random forest, cross-validated)"
+               if result["separates"] else
+               f"metadata alone does not separate the labels (balanced accuracy {_fmt(result['balanced_accuracy'])})")
+    checks.append({"check": "metadata:classifier", "flag": result["separates"], "message": message, **result})
+    return checks
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _describe_values(name: str, values: np.ndarray, categorical: bool) -> str:
+    if len(values) == 0:
+        return "none"
+    if categorical:
+        return ", ".join(f"{v} {n}" for v, n in Counter(values.tolist()).most_common(2))
+    if name == "file_size":  # held as log10(bytes)
+        return f"median {10 ** np.median(values) / 1000:.1f} kB"
+    return f"median {np.median(values):.3g}"
+
+
+def name_checks(names: list[str], words: list[list[str]], labels: np.ndarray, seed: int = 0) -> list[dict]:
+    """Label words in the names, and whether a character n-gram classifier on the names separates the labels."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    n = {label: int((labels == label).sum()) for label in LABELS}
+    per_word = {}
+    for word in sorted({w for ws in words for w in ws}):
+        has = np.array([word in ws for ws in words])
+        per_word[word] = {label: int(has[labels == label].sum()) for label in LABELS}
+    leaking = {w: c for w, c in per_word.items()
+               if abs(c["real"] / max(n["real"], 1) - c["fake"] / max(n["fake"], 1)) >= NAME_SHARE_DIFFERENCE}
+    detail = "; ".join(f"'{w}' in {c['real']}/{n['real']} real, {c['fake']}/{n['fake']} fake" for w, c in leaking.items())
+    checks = [{"check": "names:label_words", "flag": bool(leaking), "words": per_word,
+               "message": (f"file names contain label words: {detail}; never use names as features" if leaking
+                           else "no label words in the file names")}]
+    model = make_pipeline(CountVectorizer(analyzer="char_wb", ngram_range=(2, 4), lowercase=True),
+                          LogisticRegression(max_iter=1000, class_weight="balanced"))
+    stems = np.array([name.rsplit(".", 1)[0] or "_" for name in names], dtype=object)
+    try:
+        result = _oof_separation(stems, labels, model, seed)
+    except ValueError:  # empty vocabulary (names without letters or digits)
+        result = {"balanced_accuracy": None, "accuracy": None, "p_value": None, "separates": False}
+    checks.append({"check": "names:classifier", "flag": result["separates"], **result,
+                   "message": (f"the file name alone predicts the label (balanced accuracy {result['balanced_accuracy']:.2f}, "
+                               "character n-grams)" if result["separates"] else
+                               f"file names do not predict the label (balanced accuracy {_fmt(result['balanced_accuracy'])})")})
+    return checks
+
+
+def thumbnail_check(thumbnails: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
+    """Framing: a logistic regression on 32×32 grey thumbnails of the whole frame."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000, class_weight="balanced"))
+    result = _oof_separation(thumbnails.reshape(len(thumbnails), -1), labels, model, seed)
+    message = (f"framing: 32x32 grey thumbnails of the whole frame separate the labels (accuracy "
+               f"{result['accuracy']:.2f}, balanced {result['balanced_accuracy']:.2f}): composition differs by label "
+               "(face position, size, background); clusters may follow framing, not realness" if result["separates"] else
+               f"framing: 32x32 thumbnails do not separate the labels (balanced accuracy {_fmt(result['balanced_accuracy'])})")
+    return {"check": "framing:thumbnails", "flag": result["separates"], "message": message, **result}
+
+
+def alignment_verdict(box: dict[str, float | None], aligned: dict[str, float | None]) -> dict:
+    """Flag the scorers (methods, ceilings) whose separation mostly disappears on aligned crops.
+
+    ``box`` and ``aligned`` map a scorer name to its validation balanced accuracy.
+    """
+    lost = {}
+    for name, before in box.items():
+        after = aligned.get(name)
+        if before is None or after is None:
+            continue
+        excess_before, excess_after = before - 0.5, after - 0.5
+        if excess_before >= ALIGNMENT_MIN_EXCESS and excess_after < ALIGNMENT_KEPT * excess_before:
+            lost[name] = (before, after)
+    detail = "; ".join(f"{name} {b:.2f} → {a:.2f}" for name, (b, a) in lost.items())
+    message = (f"alignment: most of the separation disappears on aligned crops ({detail}); the box crops' "
+               "separation came from framing/pose, not realness" if lost else
+               "alignment: the separation survives 5-point alignment (" +
+               ", ".join(f"{k} {_fmt(box[k])} → {_fmt(aligned.get(k))}" for k in box) + ")")
+    return {"check": "framing:alignment", "flag": bool(lost), "message": message,
+            "box": box, "aligned": aligned}
+
+
+def _label_folders(config: Config) -> set[str]:
+    return {k.lower() for k in DEFAULT_LABEL_NAMES} | {k.lower() for k in config.dataset.label_names}
+
+
+def read_metadata(dataset: Dataset, config: Config, rows: np.ndarray) -> list[ImageMeta]:
+    """Metadata and thumbnails of the chosen rows, read by a few threads (decoding releases the GIL)."""
+    folders = _label_folders(config)
+    extra = frozenset(folders)
+
+    def one(i):
+        sample = dataset.samples[i]
+        return read_meta(sample.path, relative_name(sample, folders), extra)
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return list(pool.map(one, rows.tolist()))
+
+
+def alignment_check(dataset: Dataset, config: Config, engine, store, progress: bool = False) -> dict:
+    """The run's feature, reducer and clusterers on box crops and on aligned crops; the verdict."""
+    from facecluster.features import make_extractor
+    from facecluster.protocol import fit_clusterer, fit_reducer, score_splits, train_mapping
+    from facecluster.supervised import supervised_ceiling
+    from facecluster.sweep import faces_with_crop
+
+    faces = {crop: faces_with_crop(config.faces, crop) for crop in ("box", "aligned")}
+    if faces["aligned"] is None:
+        return {"check": "framing:alignment", "flag": False, "skipped": True,
+                "message": "alignment: skipped, this build has no aligned crops (faces.crop)"}
+    labels = np.array([s.label for s in dataset.samples], dtype=object)
+    splits = np.array([s.split for s in dataset.samples], dtype=object)
+    scored = "valid" if "valid" in dataset.splits else dataset.splits[-1]
+    scores: dict[str, dict[str, float | None]] = {}
+    for crop, faces_config in faces.items():
+        extractor = make_extractor(config.features)
+        extraction = engine.extract(dataset.samples, faces_config, extractor, store, progress=progress)
+        usable = np.array([s in ("ok", "no_face") for s in extraction.status]) & np.isfinite(extraction.features).all(axis=1)
+        train = usable & (splits == "train")
+        _, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed, extractor=extractor)
+        scores[crop] = {}
+        for name, method in config.methods.items():
+            _, clusters = fit_clusterer(reduced, usable, train, method.algorithm, method.params, seed=config.seed)
+            mapping, _, default = train_mapping(clusters, labels, train)
+            result = score_splits(labels, splits, usable, clusters, mapping, default, n_resamples=0)
+            scores[crop][name] = result.get(scored, {}).get("balanced_accuracy")
+        ceiling = supervised_ceiling(extraction.features, labels, splits, usable, models=("logistic_regression",),
+                                     seed=config.seed)
+        scores[crop]["supervised logistic regression"] = ceiling.get("logistic_regression", {}).get(scored, {}).get(
+            "balanced_accuracy")
+    verdict = alignment_verdict(scores["box"], scores["aligned"])
+    verdict.update({"features": config.features.extractor, "split": scored,
+                    "reduce": config.reduce.model_dump(mode="json")})
+    return verdict
+
+
+def per_label_summary(metas: list[ImageMeta], labels: np.ndarray) -> dict[str, dict]:
+    """What the files of each label look like: counts of formats, sizes, qualities…"""
+    out = {}
+    for label in LABELS:
+        group = [m for m, y in zip(metas, labels) if y == label]
+        sizes = np.array([m.file_size for m in group if m.error is None], dtype=float)
+        out[label] = {
+            "n": len(group),
+            "unreadable": sum(m.error is not None for m in group),
+            "formats": dict(Counter(str(m.format) for m in group).most_common()),
+            "modes": dict(Counter(str(m.mode) for m in group).most_common()),
+            "dimensions": dict(Counter(f"{m.width}x{m.height}" for m in group).most_common(5)),
+            "jpeg_quality": {str(k): v for k, v in Counter(m.jpeg_quality for m in group).most_common(5)},
+            "jpeg_standard_tables": sum(m.jpeg_quality_exact for m in group),
+            "subsampling": dict(Counter(str(m.subsampling) for m in group).most_common()),
+            "greyscale": sum(m.greyscale for m in group),
+            "exif": sum(m.exif for m in group),
+            "progressive": sum(m.progressive for m in group),
+            "file_size": ({"median": float(np.median(sizes)), "p5": float(np.percentile(sizes, 5)),
+                           "p95": float(np.percentile(sizes, 95))} if len(sizes) else None),
+            "name_words": dict(Counter(w for m in group for w in m.name_words).most_common()),
+        }
+    return out
+
+
+def audit(dataset: Dataset, config: Config, engine=None, store=None, alignment: bool = False,
+          progress: bool = False) -> dict:
+    """Run every check on ``dataset``; return the audit (``audit.json``, and ``results.json``'s ``audit``).
+
+    The alignment check runs only with ``alignment=True`` and an engine and store. The
+    classifiers run with one BLAS thread: on a busy machine, thread pools oversubscribe the
+    cores (the thumbnail regression ran 40× slower).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _audit(dataset, config, engine, store, alignment, progress)
+
+
+def _audit(dataset: Dataset, config: Config, engine, store, alignment: bool, progress: bool) -> dict:
+    rows = _sample_rows(dataset, config.audit.max_images_per_label, config.seed)
+    metas = read_metadata(dataset, config, rows)
+    readable = np.array([m.error is None for m in metas])
+    labels = np.array([dataset.samples[i].label for i in rows], dtype=object)
+    out = {"n_images": len(dataset.samples), "n_read": int(readable.sum()),
+           "sampled": bool(len(rows) < len(dataset.samples)),
+           "per_label": per_label_summary(metas, labels),
+           "unreadable": [m.error for m in metas if m.error is not None],
+           "thresholds": {"balanced_accuracy": FLAG_BALANCED_ACCURACY, "p_value": FLAG_P_VALUE,
+                          "share_difference": SHARE_DIFFERENCE, "alignment_kept": ALIGNMENT_KEPT}}
+    counts = Counter(labels[readable].tolist())
+    if min(counts.get(label, 0) for label in LABELS) < 2:
+        out["checks"] = []
+        out["skipped"] = "the audit needs at least 2 readable images of each label"
+        out["flags"] = []
+        return out
+    kept = [m for m, ok in zip(metas, readable) if ok]
+    y = labels[readable]
+    names = [relative_name(dataset.samples[i], _label_folders(config)) for i, ok in zip(rows, readable) if ok]
+    checks = metadata_checks(kept, y, config.seed)
+    checks += name_checks(names, [m.name_words for m in kept], y, config.seed)
+    checks.append(thumbnail_check(np.stack([m.thumbnail for m in kept]), y, config.seed))
+    if alignment and engine is not None and store is not None:
+        checks.append(alignment_check(dataset, config, engine, store, progress))
+    out["checks"] = checks
+    out["flags"] = [c["message"] for c in checks if c["flag"]]
+    return out

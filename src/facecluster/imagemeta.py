@@ -1,0 +1,117 @@
+"""What a file says about itself besides its pixels: format, size, JPEG quality, EXIF, name words.
+
+Used by the shortcut audit: every attribute here is something a classifier could exploit
+without ever looking at a face.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Words that give a real/fake label away when they sit in a file or folder name.
+LABEL_WORDS = frozenset({
+    "fake", "fakes", "real", "reals", "gan", "stylegan", "progan", "biggan", "synthetic", "synth", "generated",
+    "deepfake", "genuine", "authentic", "ffhq", "celeba", "tpdne", "thispersondoesnotexist", "diffusion",
+    "midjourney", "dalle", "photo", "photos", "unsplash", "human", "ai",
+})
+
+# The IJG (libjpeg) luminance and chrominance tables at quality 50 (natural order).
+_IJG_LUMINANCE = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
+_IJG_CHROMINANCE = np.array([17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5
+                            + [47, 66] + [99] * 6 + [99] * 32)
+
+GREY_CHROMA_LEVELS = 2.0  # JPEG round-off leaves a little chroma in a grey picture
+THUMBNAIL = 32
+
+
+@dataclass
+class ImageMeta:
+    """Metadata and a grey thumbnail of one file (``error`` set when it could not be read)."""
+
+    format: str | None = None
+    mode: str | None = None
+    width: int = 0
+    height: int = 0
+    file_size: int = 0
+    jpeg_quality: int | None = None
+    jpeg_quality_exact: bool = False
+    subsampling: str | None = None
+    progressive: bool = False
+    exif: bool = False
+    greyscale: bool = False
+    name_words: list[str] = field(default_factory=list)
+    thumbnail: np.ndarray | None = None
+    error: str | None = None
+
+
+def _scaled(table: np.ndarray, quality: int) -> np.ndarray:
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality  # integer, as in libjpeg
+    return np.clip((table * scale + 50) // 100, 1, 255)
+
+
+def estimate_jpeg_quality(quantization: dict[int, list[int]]) -> tuple[int | None, bool]:
+    """The IJG quality (1–100) whose tables are closest to a JPEG's, and whether they match exactly.
+
+    Tables are compared as sorted values, so the zig-zag or natural order of the file does
+    not matter. Files written with non-IJG tables (cameras, some editors) get the nearest
+    quality and ``exact = False``.
+    """
+    if not quantization:
+        return None, False
+    tables = [np.sort(np.asarray(quantization[k], dtype=float)) for k in sorted(quantization)]
+    references = [_IJG_LUMINANCE, _IJG_CHROMINANCE]
+    best, best_error = None, np.inf
+    for quality in range(1, 101):
+        error = sum(np.abs(np.sort(_scaled(ref, quality)) - table).sum()
+                    for ref, table in zip(references, tables[:2]) if len(table) == 64)
+        if error < best_error:
+            best, best_error = quality, error
+    return best, bool(best_error == 0)
+
+
+def is_greyscale(image: Image.Image) -> bool:
+    """True for a grey-mode image or a colour image whose chroma is (almost) zero everywhere."""
+    if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
+        return True
+    ycc = np.asarray(image.convert("RGB").convert("YCbCr"), dtype=np.int16)
+    chroma = np.maximum(np.abs(ycc[..., 1] - 128), np.abs(ycc[..., 2] - 128))
+    return bool(np.percentile(chroma, 99) <= GREY_CHROMA_LEVELS)
+
+
+def name_words(relative_name: str, extra_words: frozenset[str] = frozenset()) -> list[str]:
+    """Label words found in a name (letters-only tokens, case-insensitive; digits split tokens)."""
+    tokens = set(re.findall(r"[a-z]+", relative_name.lower()))
+    return sorted(tokens & (LABEL_WORDS | extra_words))
+
+
+def read_meta(path, relative_name: str, extra_words: frozenset[str] = frozenset()) -> ImageMeta:
+    """Read one file's metadata and its 32×32 grey thumbnail of the whole frame."""
+    meta = ImageMeta(name_words=name_words(relative_name, extra_words))
+    try:
+        data = open(path, "rb").read()
+        meta.file_size = len(data)
+        image = Image.open(io.BytesIO(data))
+        meta.format, meta.mode, (meta.width, meta.height) = image.format, image.mode, image.size
+        meta.exif = bool(image.getexif())
+        meta.progressive = bool(image.info.get("progressive") or image.info.get("progression"))
+        if image.format == "JPEG":
+            meta.jpeg_quality, meta.jpeg_quality_exact = estimate_jpeg_quality(getattr(image, "quantization", {}))
+            from PIL import JpegImagePlugin
+
+            meta.subsampling = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}.get(JpegImagePlugin.get_sampling(image), "other")
+        image.draft("RGB", (4 * THUMBNAIL, 4 * THUMBNAIL))  # JPEG: decode at a reduced scale, much faster
+        image = ImageOps.exif_transpose(image)
+        meta.greyscale = is_greyscale(image)
+        thumb = image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
+        meta.thumbnail = np.asarray(thumb, dtype=np.float32) / 255
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        meta.error = f"{relative_name}: {type(error).__name__}: {error}"
+    return meta

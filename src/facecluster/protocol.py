@@ -1,0 +1,126 @@
+"""The unsupervised protocol, in the order that keeps it honest.
+
+1. `fit_reducer` and `fit_clusterer` see feature vectors of the train rows and nothing
+   else: they take no labels argument at all, so labels cannot reach them.
+2. `train_mapping` names each cluster with the majority label of its *train* members.
+3. `score_splits` scores every split with that fixed mapping (validation labels are read
+   only to score).
+
+`pipeline.run` and `sweep` both go through these functions, and the tests prove the
+properties above (a spy estimator, permuted train labels, changed validation labels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facecluster.cluster import make_clusterer
+from facecluster.config import ReduceConfig
+from facecluster.evaluate import (
+    apply_mapping,
+    bootstrap_intervals,
+    majority_mapping,
+    score,
+    silhouette,
+)
+from facecluster.reduce import make_reducer
+
+SPLIT_ORDER = ("train", "valid", "test")
+
+
+def _with_family_standardizer(reducer, extractor):
+    """Put the per-family standardisation of combined features (``a+b``) first, when the build has it."""
+    try:
+        from facecluster.features.combine import standardize_families
+    except ImportError:  # a build without feature combinations
+        return reducer
+    return standardize_families(reducer, extractor)
+
+
+def fit_reducer(features: np.ndarray, usable: np.ndarray, train: np.ndarray, config: ReduceConfig, seed: int = 0,
+                extractor=None):
+    """Fit the reducer on the train rows' features; return it and every usable row reduced (NaN elsewhere).
+
+    With ``extractor`` given, combined feature families are standardised per family first
+    (fitted on train, as part of the reducer).
+    """
+    n_components = config.n_components
+    if n_components is not None:
+        # PCA cannot keep more components than train rows or features; keep what exists.
+        n_components = min(n_components, int(train.sum()), features.shape[1])
+        config = config.model_copy(update={"n_components": n_components})
+    reducer = make_reducer(config, seed=seed)
+    if extractor is not None:
+        reducer = _with_family_standardizer(reducer, extractor)
+    reducer.fit(features[train])
+    width = reducer.transform(features[train][:1]).shape[1]
+    reduced = np.full((len(features), width), np.nan)
+    reduced[usable] = reducer.transform(features[usable])
+    return reducer, reduced
+
+
+def fit_clusterer(reduced: np.ndarray, usable: np.ndarray, train: np.ndarray, algorithm: str,
+                  params: dict | None = None, seed: int = 0):
+    """Fit a registered clusterer on the train rows; return it and a cluster id per row (-1: unusable or noise)."""
+    model = make_clusterer(algorithm, params, seed=seed).fit(reduced[train])
+    clusters = np.full(len(reduced), -1, dtype=int)
+    clusters[usable] = model.predict(reduced[usable])
+    if hasattr(model, "labels_"):
+        clusters[train] = model.labels_  # the fit's own assignment of train (e.g. HDBSCAN noise)
+    return model, clusters
+
+
+def train_mapping(clusters: np.ndarray, labels: np.ndarray, train: np.ndarray,
+                  manual: dict[str, str] | None = None) -> tuple[dict[int, str], str, str]:
+    """The cluster → label mapping from train only (or ``manual``), its source, and the default label.
+
+    The default (train's majority label) names clusters without train members.
+    """
+    default = majority_mapping(np.zeros(int(train.sum()), dtype=int), labels[train])[0]
+    if manual is not None:
+        return {int(k): v for k, v in manual.items()}, "manual", default
+    return majority_mapping(clusters[train], labels[train]), "majority", default
+
+
+def score_splits(labels: np.ndarray, splits: np.ndarray, usable: np.ndarray, clusters: np.ndarray,
+                 mapping: dict[int, str], default: str, reduced: np.ndarray | None = None,
+                 n_resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Scores of every split under a fixed mapping, with silhouette and bootstrap intervals."""
+    out = {}
+    for split in [s for s in SPLIT_ORDER if (usable & (splits == s)).any()]:
+        rows = usable & (splits == split)
+        predicted = apply_mapping(clusters[rows], mapping, default)
+        result = score(labels[rows], predicted, clusters[rows])
+        if reduced is not None:
+            result["silhouette"] = silhouette(reduced[rows], clusters[rows], seed=seed)
+        if n_resamples > 0:
+            result["ci"] = bootstrap_intervals(labels[rows], predicted, clusters[rows], n_resamples, seed)
+        out[split] = result
+    return out
+
+
+def cross_validated_mapping_score(clusters: np.ndarray, labels: np.ndarray, n_folds: int = 5,
+                                  seed: int = 0) -> float | None:
+    """Balanced accuracy on train of the majority mapping, each fold mapped by the other folds.
+
+    The clusters are fitted once on all of train without labels; only the mapping is
+    cross-validated. A clustering that wins by memorising (many tiny clusters) gets no
+    credit, because a held-out image's cluster is named by other images. Train only.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels, dtype=object)
+    counts = np.unique(labels, return_counts=True)[1]
+    if len(counts) < 2:
+        return None
+    n_folds = int(min(n_folds, counts.min()))
+    if n_folds < 2:
+        return None
+    predicted = np.empty(len(labels), dtype=object)
+    folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+    for fit_rows, held_rows in folds.split(clusters.reshape(-1, 1), labels.astype(str)):
+        mapping = majority_mapping(clusters[fit_rows], labels[fit_rows])
+        default = majority_mapping(np.zeros(len(fit_rows), dtype=int), labels[fit_rows])[0]
+        predicted[held_rows] = apply_mapping(clusters[held_rows], mapping, default)
+    return float(balanced_accuracy_score(labels.astype(str), predicted.astype(str)))

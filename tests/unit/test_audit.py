@@ -1,0 +1,123 @@
+"""The shortcut audit: flags what a data set leaks, and nothing on a data set built without leaks."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from facecluster.audit import alignment_verdict, audit, relative_name
+from facecluster.cli import app
+from facecluster.config import build_config
+from facecluster.dataset import Sample, discover
+from facecluster.imagemeta import estimate_jpeg_quality, is_greyscale, name_words
+from tests.conftest import synthetic_face
+
+
+def _framed(face: Image.Image, zoom: bool) -> Image.Image:
+    """The same face either zoomed in (tight close-up) or small in the middle of a plain frame."""
+    if zoom:
+        return face.crop((16, 16, 80, 80)).resize((96, 96))
+    canvas = Image.new("RGB", (96, 96), (128, 128, 128))
+    canvas.paste(face.resize((56, 56)), (20, 20))
+    return canvas
+
+
+def _write(root, split, label, images, names):
+    folder = root / split / label
+    folder.mkdir(parents=True, exist_ok=True)
+    for image, name in zip(images, names):
+        image.save(folder / name, quality=85)
+
+
+def clean_dataset(root, n=40, seed=0):
+    """Both labels from the same generator, same size and quality, neutral and identical names."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n), ("valid", n // 2)):
+        for label in ("real", "fake"):
+            _write(root, split, label, [synthetic_face(rng, "real") for _ in range(count)],
+                   [f"img_{k:03d}.jpg" for k in range(count)])
+    return root
+
+
+def leaky_dataset(root, n=40, seed=0):
+    """Same generator, but fakes framed alike and named 'fake_*', a third of the reals greyscale."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", n), ("valid", n // 2)):
+        reals = [_framed(synthetic_face(rng, "real"), zoom=True) for _ in range(count)]
+        reals = [r.convert("L").convert("RGB") if k % 3 == 0 else r for k, r in enumerate(reals)]
+        _write(root, split, "real", reals, [f"IMG_{k:04d}.jpg" for k in range(count)])
+        fakes = [_framed(synthetic_face(rng, "real"), zoom=False) for _ in range(count)]
+        _write(root, split, "fake", fakes, [f"fake_{k}.jpg" for k in range(count)])
+    return root
+
+
+def _flagged(result):
+    return {check["check"] for check in result["checks"] if check["flag"]}
+
+
+def test_audit_flags_nothing_on_a_dataset_without_shortcuts(tmp_path):
+    result = audit(discover(clean_dataset(tmp_path / "clean")), build_config())
+    assert result["n_read"] == 120
+    assert _flagged(result) == set(), result["flags"]
+    assert result["flags"] == []
+    assert result["per_label"]["real"]["jpeg_quality"] == {"85": 60}
+
+
+def test_audit_flags_greyscale_names_and_framing(tmp_path):
+    result = audit(discover(leaky_dataset(tmp_path / "leaky")), build_config())
+    flagged = _flagged(result)
+    assert {"greyscale", "names:label_words", "names:classifier", "framing:thumbnails"} <= flagged
+    assert result["per_label"]["real"]["greyscale"] == 14 + 7 and result["per_label"]["fake"]["greyscale"] == 0
+    assert result["per_label"]["fake"]["name_words"] == {"fake": 60}
+    assert all(len(message.splitlines()) == 1 for message in result["flags"])
+
+
+def test_a_tiny_audit_is_json_serialisable(tmp_path):
+    result = audit(discover(clean_dataset(tmp_path / "clean", n=4)), build_config())
+    assert json.loads(json.dumps(result))["n_read"] == 12
+
+
+@pytest.mark.parametrize("quality", [20, 50, 75, 95])
+def test_jpeg_quality_is_read_back_from_the_quantisation_tables(quality):
+    buffer = io.BytesIO()
+    synthetic_face(np.random.default_rng(0), "real").save(buffer, "JPEG", quality=quality)
+    assert estimate_jpeg_quality(Image.open(buffer).quantization) == (quality, True)
+
+
+def test_greyscale_and_name_words():
+    colour = synthetic_face(np.random.default_rng(0), "real")
+    assert not is_greyscale(colour)
+    assert is_greyscale(colour.convert("L"))
+    buffer = io.BytesIO()
+    colour.convert("L").convert("RGB").save(buffer, "JPEG", quality=75)
+    assert is_greyscale(Image.open(buffer))
+    assert name_words("StyleGAN2_fake-001.png") == ["fake", "stylegan"]
+    assert name_words("organ_morgan_img.jpg") == []  # whole tokens only
+
+
+def test_relative_name_drops_split_and_label_folders():
+    sample = Sample(None, "train/Fake/sub/fake_1.jpg", "fake", "train")
+    assert relative_name(sample, {"real", "fake"}) == "sub/fake_1.jpg"
+    assert relative_name(Sample(None, "gan/x.jpg", "fake", "train"), {"real", "fake", "gan"}) == "x.jpg"
+
+
+def test_alignment_verdict_warns_only_when_most_separation_disappears():
+    gone = alignment_verdict({"birch": 0.85, "logistic": 0.97}, {"birch": 0.55, "logistic": 0.95})
+    assert gone["flag"] and "birch 0.85 → 0.55" in gone["message"] and "logistic" not in gone["message"]
+    kept = alignment_verdict({"birch": 0.85}, {"birch": 0.75})
+    assert not kept["flag"]
+    chance_anyway = alignment_verdict({"birch": 0.55}, {"birch": 0.5})
+    assert not chance_anyway["flag"]
+
+
+def test_cli_audit_prints_one_line_per_check_and_writes_json(tmp_path):
+    data = leaky_dataset(tmp_path / "leaky", n=20)
+    result = CliRunner().invoke(app, ["audit", str(data), "--out", str(tmp_path / "out"), "--no-alignment", "-q"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "out" / "audit.json").read_text())
+    flag_lines = [line for line in result.stdout.splitlines() if line.startswith("FLAG")]
+    assert len(flag_lines) == len(written["flags"]) >= 3
+    assert any("greyscale" in line for line in flag_lines)

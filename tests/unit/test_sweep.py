@@ -1,0 +1,144 @@
+"""The sweep: grid parsing, one run over a tiny grid, a train-only choice, and best.toml applied by `run`."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facecluster.cli import app
+from facecluster.config import ConfigError, FacesConfig, build_config, load_config
+from facecluster.dataset import discover
+from facecluster.engine import LocalEngine
+from facecluster.store import FeatureStore
+from facecluster.sweep import Grid, sweep, write_outputs
+from tests.conftest import csv_rows, make_dataset, write_csv
+
+GRID = """
+[faces]
+detector = "none"
+
+[sweep]
+features = ["tiny"]
+crops = ["box", "aligned"]
+n_components = ["none", 2]
+standardize = [true]
+bootstrap_resamples = 100
+
+[sweep.methods.kmeans]
+algorithm = "kmeans"
+params = { n_clusters = [2, 6, "auto"], k_range = [2, 4] }
+
+[sweep.methods.birch]
+algorithm = "birch"
+params = { n_clusters = [2], threshold = [0.1, 0.5] }
+"""
+
+
+@pytest.fixture
+def grid_file(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID)
+    return path
+
+
+@pytest.fixture
+def csv_data(tmp_path):
+    root = make_dataset(tmp_path / "images", {"train": {"real": 16, "fake": 16}, "valid": {"real": 8, "fake": 8}})
+    return root, csv_rows(root)
+
+
+def _sweep(source, grid, tmp_path):
+    return sweep(discover(source), grid, LocalEngine(workers=0), FeatureStore(tmp_path / "cache"), progress=False)
+
+
+@pytest.mark.parametrize("sweep_table, message", [
+    ({"featurs": ["x"]}, "sweep.featurs: unknown key"),
+    ({"crops": ["tight"]}, "'tight' is not 'box' or 'aligned'"),
+    ({"selection": "valid"}, "choose one of"),
+    ({"n_components": [0]}, "not a positive integer"),
+    ({"standardize": []}, "non-empty list"),
+    ({"methods": {"x": {"algorithm": "nope"}}}, "sweep.methods.x"),
+])
+def test_bad_grids_are_refused_with_the_key(sweep_table, message):
+    with pytest.raises(ConfigError, match=message):
+        Grid.from_dict(sweep_table, build_config())
+
+
+def test_grid_file_expands_to_the_product_and_keeps_k_range_whole(grid_file):
+    grid = Grid.from_toml(grid_file)
+    assert grid.base.faces.detector == "none"
+    variants = grid.method_variants()
+    assert len(variants) == 3 + 2
+    assert [params.get("k_range") for name, _, params in variants if name == "kmeans"] == [None, None, [2, 4]]
+    assert [r.n_components for r in grid.reducers()] == [None, 2]
+
+
+def test_sweep_ranks_by_train_criterion_and_ignores_valid_labels(grid_file, csv_data, tiny_extractor, tmp_path):
+    root, rows = csv_data
+    grid = Grid.from_toml(grid_file)
+    result = _sweep(write_csv(root, rows), grid, tmp_path)
+    crops = 2 if "crop" in FacesConfig.model_fields else 1
+    assert result["n_configurations"] == crops * 2 * 5
+    assert result["failed"] == []
+    board = result["leaderboard"]
+    criterion = [r["train"]["cv_mapping_balanced_accuracy"] for r in board]
+    assert criterion == sorted(criterion, reverse=True)
+    assert result["best"]["id"] == board[0]["id"]
+    for row in board:
+        assert {"silhouette", "cv_mapping_balanced_accuracy", "balanced_accuracy"} <= set(row["train"])
+        assert {"balanced_accuracy", "ci"} <= set(row["valid"])
+        assert set(row["supervised"]) == {"logistic_regression", "linear_svm"}
+    if crops == 1:
+        assert "no aligned crops" in result["families"][1]["skipped"]
+
+    # Flip every validation label: the validation scores change, the choice must not.
+    flipped = [[p, {"real": "fake", "fake": "real"}[label] if split == "valid" else label, split] for p, label, split in rows]
+    again = _sweep(write_csv(root, flipped), grid, tmp_path)
+    assert again["best"]["id"] == result["best"]["id"]
+    assert [r["id"] for r in again["leaderboard"]] == [r["id"] for r in board]
+    assert again["best"]["valid"]["balanced_accuracy"] == pytest.approx(1 - result["best"]["valid"]["balanced_accuracy"])
+
+
+def test_cli_sweep_writes_outputs_and_run_applies_best_toml_unchanged(grid_file, tiny_dataset, tiny_extractor, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "sweep"
+    swept = runner.invoke(app, ["sweep", str(tiny_dataset), "--out", str(out), "--config", str(grid_file),
+                                "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "-q"])
+    assert swept.exit_code == 0, swept.output
+    assert "leaderboard" in swept.stdout and "chosen with train-only criterion" in swept.stdout
+    result = json.loads((out / "sweep.json").read_text())
+    assert (out / "best.toml").is_file() and (out / "best-box.toml").is_file()
+    assert {"n_components", "method", "kmeans.n_clusters", "birch.threshold"} <= set(result["plots"])
+    assert all((out / "plots" / name).is_file() for name in result["plots"].values())
+
+    best = result["best"]
+    config = load_config(out / "best.toml")
+    assert config.features.extractor == "tiny"
+    assert list(config.methods) == [best["method"]]
+    assert config.methods[best["method"]].params == best["params"]
+    assert config.reduce.n_components == best["n_components"] and config.reduce.standardize == best["standardize"]
+
+    other = make_dataset(tmp_path / "other", {"train": {"real": 10, "fake": 10}, "valid": {"real": 5, "fake": 5}}, seed=7)
+    applied = runner.invoke(app, ["run", str(other), "--config", str(out / "best.toml"), "--out", str(tmp_path / "run"),
+                                  "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "-q"])
+    assert applied.exit_code == 0, applied.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert list(results["methods"]) == [best["method"]]
+    assert results["features"]["extractor"] == "tiny"
+    assert results["provenance"]["config"]["reduce"] == {"standardize": best["standardize"], "n_components": best["n_components"]}
+    assert results["audit"]["n_read"] == 30 and isinstance(results["audit"]["flags"], list)
+
+
+def test_features_that_ignore_the_crop_are_not_counted_as_aligned(grid_file, tiny_dataset, tiny_extractor, tmp_path,
+                                                                  monkeypatch):
+    # Stand-in for e.g. landmark positions: whatever the crop, the same vectors come out.
+    from facecluster import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "faces_with_crop", lambda faces, crop: faces)
+    result = _sweep(tiny_dataset, Grid.from_toml(grid_file), tmp_path)
+    box, aligned = result["families"]
+    assert "skipped" not in box
+    assert aligned["same_as"] == "box" and "do not depend on the crop" in aligned["skipped"]
+    assert {row["crop"] for row in result["leaderboard"]} == {"box"}
+    assert "aligned" not in result["best_by_crop"]
