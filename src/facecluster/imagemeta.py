@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps
 
+from facecluster.images import ImageError, read_bytes
+
 # Words that give a real/fake label away when they sit in a file or folder name.
 LABEL_WORDS = frozenset({
     "fake", "fakes", "real", "reals", "gan", "stylegan", "progan", "biggan", "synthetic", "synth", "generated",
@@ -96,7 +98,7 @@ def read_meta(path, relative_name: str, extra_words: frozenset[str] = frozenset(
     """Read one file's metadata and its 32×32 grey thumbnail of the whole frame."""
     meta = ImageMeta(name_words=name_words(relative_name, extra_words))
     try:
-        data = open(path, "rb").read()
+        data = read_bytes(path, relative_name)  # refuses pipes, loops and oversized files, as the decoder does
         meta.file_size = len(data)
         image = Image.open(io.BytesIO(data))
         meta.format, meta.mode, (meta.width, meta.height) = image.format, image.mode, image.size
@@ -112,6 +114,8 @@ def read_meta(path, relative_name: str, extra_words: frozenset[str] = frozenset(
         meta.greyscale = is_greyscale(image)
         thumb = image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
         meta.thumbnail = np.asarray(thumb, dtype=np.float32) / 255
+    except ImageError as error:
+        meta.error = str(error)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         meta.error = f"{relative_name}: {type(error).__name__}: {error}"
     return meta
