@@ -26,6 +26,8 @@ from sklearn.metrics import pairwise_distances_argmin
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from facecluster.stream import StreamingBirch, StreamingMeanShift, StreamingMiniBatchKMeans
+
 
 class QuantileMeanShift(ClusterMixin, BaseEstimator):
     """Mean-Shift whose bandwidth is estimated from a quantile of pairwise distances.
@@ -134,6 +136,10 @@ CLUSTERERS: dict[str, Callable[..., Any]] = {
     "agglomerative": _inductive(AgglomerativeClustering),
     "spectral": _inductive(lambda random_state=0, **p: SpectralClustering(random_state=random_state, **p)),
     "hdbscan": _inductive(HDBSCAN),
+    # Streaming variants (facecluster.stream): fitted chunk by chunk, memory bounded by a chunk.
+    "birch-stream": StreamingBirch,
+    "minibatch-kmeans-stream": StreamingMiniBatchKMeans,
+    "meanshift-stream": StreamingMeanShift,
 }
 
 
@@ -148,7 +154,8 @@ def make_clusterer(algorithm: str, params: dict[str, Any] | None = None, seed: i
     if algorithm not in CLUSTERERS:
         raise ValueError(f"unknown clustering algorithm {algorithm!r}; choose one of {sorted(CLUSTERERS)}")
     params = dict(params or {})
-    seeded = {"kmeans", "minibatch-kmeans", "gmm", "spectral", "meanshift"}
+    seeded = {"kmeans", "minibatch-kmeans", "gmm", "spectral", "meanshift", "minibatch-kmeans-stream",
+              "meanshift-stream"}
     if algorithm in seeded:
         params.setdefault("random_state", seed)
     try:

@@ -23,6 +23,7 @@ from facecluster.images import decode_rgb, read_bytes
 from facecluster.reduce import describe_reducer, make_reducer
 from facecluster.report.figures import montage_png, scatter_png
 from facecluster.store import FeatureStore
+from facecluster.stream import fit_transform_chunked
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +156,13 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     if train.sum() < 2:
         raise DatasetError(f"{source}: fewer than 2 usable train images; nothing to cluster. "
                            "Check the problems listed above")
-    reducer = make_reducer(config.reduce, seed=config.seed).fit(extraction.features[train])
-    reduced = np.full((len(labels), reducer.transform(extraction.features[train][:1]).shape[1]), np.nan)
-    reduced[usable] = reducer.transform(extraction.features[usable])
+    if config.reduce.incremental:  # chunk by chunk: never a copy of the whole feature matrix
+        reducer, reduced = fit_transform_chunked(make_reducer(config.reduce, seed=config.seed),
+                                                 extraction.features, train, usable)
+    else:
+        reducer = make_reducer(config.reduce, seed=config.seed).fit(extraction.features[train])
+        reduced = np.full((len(labels), reducer.transform(extraction.features[train][:1]).shape[1]), np.nan)
+        reduced[usable] = reducer.transform(extraction.features[usable])
 
     methods, assignments = _methods(config, reduced, usable, labels, splits, dataset)
     for name in methods:
