@@ -80,7 +80,7 @@ def reservoir_sample(source: Source, n: int, random_state=None) -> np.ndarray:
             chosen = tickets < keys.max()
             tickets, chunk = tickets[chosen], chunk[chosen]
         keys = np.concatenate([keys, tickets])
-        rows = chunk.astype(np.float64) if rows is None else np.concatenate([rows, chunk])
+        rows = chunk.copy() if rows is None else np.concatenate([rows, chunk])  # float32 stays float32
         if len(keys) > n:
             keep = np.argpartition(keys, n)[:n]
             keys, rows = keys[keep], rows[keep]
