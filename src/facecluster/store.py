@@ -10,7 +10,7 @@ Layout of a table folder::
     shard-<id>.keys.npy           the shard's keys (UTF-8 bytes)
     shard-<id>.values.npy         its vectors, float32, one row per key (memory-mapped on read)
     shard-<id>.json               its manifest: rows, dim and the CRC-32 of both files
-    index.npz                     key hash → (shard, row), sorted; a cache of the manifests
+    index.npz                     key hash → (shard, row), sorted (`store_index`); a cache of the manifests
 
 Every file is written to a temporary name, fsynced and renamed into place, and the
 manifest is renamed last: a shard exists once its manifest does, so a killed run leaves
@@ -40,12 +40,13 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import platformdirs
 
+from facecluster.store_index import KeyIndex
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 SHARD_ROWS = 16384  # a put larger than this is split; 32 MiB of 512-d float32 per shard
 STALE_SECONDS = 3600  # temporaries and manifest-less files older than this are swept
-_EMPTY = (np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int32))
 
 
 def default_store_dir() -> Path:
@@ -103,17 +104,6 @@ def _crc32(path: Path) -> int:
     return crc
 
 
-def _check_index(names, hashes, shards, rows, manifests) -> None:
-    """Refuse an index file whose arrays disagree with each other or with the manifests."""
-    if not (len(hashes) == len(shards) == len(rows)) or hashes.dtype != np.uint64:
-        raise ValueError("index arrays of different lengths")
-    if len(shards) and (shards.min() < 0 or shards.max() >= len(names) or rows.min() < 0):
-        raise ValueError("index points outside its shards")
-    sizes = np.array([manifests[n]["rows"] if n in manifests else np.iinfo(np.int32).max for n in names] or [0])
-    if len(rows) and np.any(rows >= sizes[shards]):
-        raise ValueError("index points past the end of a shard")
-
-
 class CorruptShard(Exception):
     """A shard's files disagree with its manifest."""
 
@@ -143,13 +133,9 @@ class FeatureTable:
         self.folder = Path(folder)
         self.identity = identity
         self.shard_rows = shard_rows
-        self._names: list[str] | None = None  # shard number → shard name
+        self._index: KeyIndex | None = None  # read on first use
         self._manifests: dict[str, dict] = {}
-        self._index = _EMPTY  # sorted hashes, shard numbers, rows
-        self._pending: dict[int, tuple[int, int]] = {}  # entries added since the last merge
-        self._dead: set[int] = set()  # shard numbers set aside
-        self._filtered: set[int] = set()  # dead shards already dropped from the index arrays
-        self._verified: set[str] = set()
+        self._verified: set[str] = set()  # shards whose values passed their checksum here
         self._persisted: set[str] = set()  # shard names the index file on disk covers
 
     # ---- reading -------------------------------------------------------------------------
@@ -164,8 +150,8 @@ class FeatureTable:
                 path.replace(path.with_name(path.name + ".corrupt"))
             except FileNotFoundError:
                 pass
-        if self._names is not None and name in self._names:
-            self._dead.add(self._names.index(name))
+        if self._index is not None and name in self._index.names:
+            self._index.dead.add(self._index.names.index(name))
 
     def _manifest(self, name: str) -> dict:
         try:
@@ -219,13 +205,13 @@ class FeatureTable:
                 except FileNotFoundError:
                     pass
 
-    def _load(self) -> None:
+    def _load(self) -> KeyIndex:
         """Read the index file and add every committed shard it does not cover."""
-        if self._names is not None:
-            return
-        self._names = []
+        if self._index is not None:
+            return self._index
+        self._index = KeyIndex()
         if not self.folder.is_dir():
-            return
+            return self._index
         self._sweep()
         present = []
         for path in sorted(self.folder.glob("shard-*.json")):
@@ -235,93 +221,46 @@ class FeatureTable:
                 present.append(name)
             except CorruptShard as error:
                 self._set_aside(name, error)
-        hashes, shards, rows = [], [], []
-        covered = set()
+        covered: set[str] = set()
         try:
-            with np.load(self.folder / "index.npz", allow_pickle=False) as data:
-                names, h, s, r = data["names"].tolist(), data["hashes"], data["shards"], data["rows"]
-            _check_index(names, h, s, r, self._manifests)
-            keep = np.array([n in self._manifests for n in names], dtype=bool)
-            self._names = list(names)
-            self._dead = {i for i, n in enumerate(names) if not keep[i]}
-            mask = keep[s] if len(names) else np.zeros(len(s), bool)
-            hashes, shards, rows = [h[mask]], [s[mask]], [r[mask]]
-            covered = {n for n in names if n in self._manifests}
+            self._index, covered = KeyIndex.load(self.folder / "index.npz", self._manifests)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             if (self.folder / "index.npz").exists():
                 log.info("rebuilding the index of %s (%s)", self.folder, error)
         for name in present:
-            if name in covered:
-                continue
-            try:
-                keys = self._read_keys(name)
-            except CorruptShard as error:
-                self._set_aside(name, error)
-                continue
-            self._names.append(name)
-            hashes.append(hash_keys(keys.tolist()))
-            shards.append(np.full(len(keys), len(self._names) - 1, np.int32))
-            rows.append(np.arange(len(keys), dtype=np.int32))
-        self._index = self._sorted(hashes, shards, rows)
+            if name not in covered:
+                try:
+                    self._index.add(name, hash_keys(self._read_keys(name).tolist()), bulk=True)
+                except CorruptShard as error:
+                    self._set_aside(name, error)
         self._persisted = covered
-        if covered != set(present) or len(covered) != len(self._names) - len(self._dead):
+        if covered != set(present) or len(covered) != len(self._index.names) - len(self._index.dead):
             self._write_index()
-
-    @staticmethod
-    def _sorted(hashes, shards, rows):
-        if not hashes:
-            return _EMPTY
-        h, s, r = np.concatenate(hashes), np.concatenate(shards), np.concatenate(rows)
-        order = np.argsort(h, kind="stable")
-        return h[order], s[order].astype(np.int32), r[order].astype(np.int32)
-
-    def _merge_pending(self) -> None:
-        if not self._pending:
-            return
-        h = np.fromiter(self._pending.keys(), np.uint64, len(self._pending))
-        s, r = np.array(list(self._pending.values()), np.int32).reshape(-1, 2).T
-        self._index = self._sorted([self._index[0], h], [self._index[1], s], [self._index[2], r])
-        self._pending = {}
-
-    def _live(self):
-        """The index without set-aside shards."""
-        self._merge_pending()
-        h, s, r = self._index
-        if self._dead - self._filtered:
-            mask = ~np.isin(s, list(self._dead))
-            h, s, r = h[mask], s[mask], r[mask]
-            self._index = (h, s, r)
-            self._filtered = set(self._dead)
-        return h, s, r
+        return self._index
 
     def _write_index(self) -> None:
         """Persist the index (best effort: it is only a cache of the manifests)."""
-        h, s, r = self._live()
-        names = np.array(self._names, dtype="U64") if self._names else np.zeros(0, "U64")
         try:
-            _atomic_write(self.folder / "index.npz",
-                          lambda handle: np.savez(handle, names=names, hashes=h, shards=s, rows=r))
-            self._persisted = {n for i, n in enumerate(self._names) if i not in self._dead}
+            covered: set[str] = set()
+
+            def write(handle):
+                covered.update(self._index.save(handle))
+            _atomic_write(self.folder / "index.npz", write)
+            self._persisted = covered
         except OSError as error:
             log.info("could not write the index of %s (%s)", self.folder, error)
 
     def __len__(self) -> int:
         """How many distinct keys the table holds."""
-        self._load()
-        return int(len(np.unique(self._live()[0])))
+        return len(self._load())
 
     def get(self, keys: list[str]) -> dict[str, np.ndarray]:
         """The cached vectors among ``keys`` (missing keys are absent from the result)."""
-        self._load()
-        if not keys or not self._names:
+        index = self._load()
+        if not keys or not index.names:
             return {}
-        h_index, s_index, r_index = self._live()
-        wanted = hash_keys(keys)
-        starts = np.searchsorted(h_index, wanted, side="left")
-        ends = np.searchsorted(h_index, wanted, side="right")
         # Candidates (shard, row) per key: usually one; more after a hash collision or a race.
-        candidates = {i: [(int(s_index[j]), int(r_index[j])) for j in range(a, b)]
-                      for i, (a, b) in enumerate(zip(starts, ends)) if b > a}
+        candidates = index.candidates(hash_keys(keys))
         found: dict[str, np.ndarray] = {}
         while candidates:
             by_shard: dict[int, list[int]] = {}
@@ -341,9 +280,9 @@ class FeatureTable:
 
     def _fetch(self, shard: int, members: list[int], keys, candidates, found) -> bool:
         """Read the rows ``members`` want from one shard; False when the shard is unusable."""
-        if shard in self._dead:
+        if shard in self._index.dead:
             return False
-        name = self._names[shard]
+        name = self._index.names[shard]
         try:
             shard_keys = self._read_keys(name) if name not in self._verified else \
                 np.load(self._paths(name)[1], mmap_mode="r", allow_pickle=False)
@@ -369,18 +308,10 @@ class FeatureTable:
         unique : bool
             Yield a key once even when racing writers stored it in two shards.
         """
-        self._load()
-        h, s, r = self._live()
-        keep_rows = None
-        if unique and len(h):
-            first = np.ones(len(h), dtype=bool)
-            first[1:] = h[1:] != h[:-1]
-            order = np.argsort(s[first], kind="stable")
-            kept_s, kept_r = s[first][order], r[first][order]
-            bounds = np.searchsorted(kept_s, np.arange(len(self._names) + 1))
-            keep_rows = {i: np.sort(kept_r[bounds[i]:bounds[i + 1]]) for i in range(len(self._names))}
-        for number, name in sorted(enumerate(self._names), key=lambda item: item[1]):
-            if number in self._dead:
+        index = self._load()
+        keep_rows = index.first_rows() if unique else None
+        for number, name in sorted(enumerate(index.names), key=lambda item: item[1]):
+            if number in index.dead:
                 continue
             try:
                 keys = self._read_keys(name)
@@ -419,17 +350,12 @@ class FeatureTable:
         manifest = {"format": FORMAT, "rows": len(keys), "dim": int(values.shape[1]), "dtype": "float32",
                     "keys_crc32": _crc32(keys_path), "values_crc32": _crc32(values_path)}
         _atomic_write(manifest_path, lambda h: h.write(json.dumps(manifest).encode()))  # the commit point
-        if self._names is None:
+        if self._index is None:
             return  # nothing read yet: the next read finds the shard through its manifest
         self._manifests[name] = manifest
         self._verified.add(name)
-        self._names.append(name)
-        number = len(self._names) - 1
-        for row, key_hash in enumerate(hash_keys(keys).tolist()):
-            self._pending[key_hash] = (number, row)
-        if len(self._pending) > max(65536, len(self._index[0]) // 4):
-            self._merge_pending()
-        uncovered = len(self._names) - len(self._dead) - len(self._persisted)
+        self._index.add(name, hash_keys(keys))
+        uncovered = len(self._index.names) - len(self._index.dead) - len(self._persisted)
         if uncovered > max(64, len(self._persisted) // 4):
             self._write_index()
 
