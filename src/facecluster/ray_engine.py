@@ -186,14 +186,12 @@ class RayEngine:
             actors = self._actors(ray)
             # Small runs still spread over every actor; large ones go in batch_size blocks.
             block = max(1, min(self.batch_size, -(-len(todo) // actors)))
-            context = ray.data.DataContext.get_current()
-            context.enable_progress_bars, context.print_on_execution_start = False, False  # ours is the bar
             results = self._dataset(ray, samples, todo, todo_records, block).map_batches(
                 _FaceEmbedder, batch_size=block, batch_format="numpy", num_cpus=1,
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 fn_constructor_kwargs={"faces_config": faces_config.model_dump(mode="json"), "extractor": extractor})
             had_record = {i for i, r in zip(todo, todo_records) if r}
-            for batch in _quiet_ray_data(results.iter_batches(batch_size=None, batch_format="numpy")):
+            for batch in _quiet_ray_data(ray, results.iter_batches(batch_size=None, batch_format="numpy")):
                 new_faces, new_features = {}, {}
                 for k, i in enumerate(batch["row"].tolist()):
                     seconds["detect"] += float(batch["detect_seconds"][k])
@@ -264,8 +262,11 @@ class RayEngine:
         return ray.data.from_arrow(blocks)
 
 
-def _quiet_ray_data(batches):
-    """Iterate with Ray Data's own chatter (its progress replaced by ours) held back to errors."""
+def _quiet_ray_data(ray, batches):
+    """Iterate with Ray Data's own progress and chatter off (ours is the bar), then put them back."""
+    context = ray.data.DataContext.get_current()
+    saved = context.enable_progress_bars, context.print_on_execution_start
+    context.enable_progress_bars, context.print_on_execution_start = False, False
     ray_data_log = logging.getLogger("ray.data")
     level = ray_data_log.level
     ray_data_log.setLevel(logging.ERROR)
@@ -273,3 +274,4 @@ def _quiet_ray_data(batches):
         yield from batches
     finally:
         ray_data_log.setLevel(level)
+        context.enable_progress_bars, context.print_on_execution_start = saved
