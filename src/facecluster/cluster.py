@@ -28,6 +28,8 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from facecluster.stream import StreamingBirch, StreamingMeanShift, StreamingMiniBatchKMeans
+
 
 class QuantileMeanShift(ClusterMixin, BaseEstimator):
     """Mean-Shift whose bandwidth is estimated from a quantile of pairwise distances.
@@ -241,6 +243,10 @@ CLUSTERERS: dict[str, Callable[..., Any]] = {
     "agglomerative": _inductive(AgglomerativeClustering),
     "spectral": _inductive(lambda random_state=0, **p: SpectralClustering(random_state=random_state, **p)),
     "hdbscan": _inductive(HDBSCAN),
+    # Streaming variants (facecluster.stream): fitted chunk by chunk, memory bounded by a chunk.
+    "birch-stream": StreamingBirch,
+    "minibatch-kmeans-stream": StreamingMiniBatchKMeans,
+    "meanshift-stream": StreamingMeanShift,
 }
 
 
@@ -257,7 +263,8 @@ def make_clusterer(algorithm: str, params: dict[str, Any] | None = None, seed: i
     params = dict(params or {})
     if params.get("n_clusters") == "auto":
         return _auto_k(algorithm, params, seed)
-    seeded = {"kmeans", "minibatch-kmeans", "gmm", "spectral", "meanshift"}
+    seeded = {"kmeans", "minibatch-kmeans", "gmm", "spectral", "meanshift", "minibatch-kmeans-stream",
+              "meanshift-stream"}
     if algorithm in seeded:
         params.setdefault("random_state", seed)
     try:

@@ -88,6 +88,9 @@ class ReduceConfig(_Strict):
 
     standardize: bool = False
     n_components: int | None = Field(2, ge=1, description="PCA components; none keeps all dimensions.")
+    incremental: bool = Field(
+        False, description="Fit the scaler and PCA (IncrementalPCA) chunk by chunk: for features that do not fit in memory."
+    )
 
     @field_validator("n_components", mode="before")
     @classmethod

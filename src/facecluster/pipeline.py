@@ -23,11 +23,12 @@ from facecluster.faces import cut_face
 from facecluster.features import make_extractor
 from facecluster.images import decode_rgb, read_bytes
 from facecluster.protocol import fit_clusterer, fit_reducer, score_splits, train_mapping
-from facecluster.reduce import describe_reducer
+from facecluster.reduce import describe_reducer, make_reducer
 from facecluster.report.figures import montage_png, scatter_png
 from facecluster.report.html import write_report
 from facecluster.store import FeatureStore
 from facecluster.supervised import supervised_ceiling
+from facecluster.stream import fit_transform_chunked
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,12 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     if train.sum() < 2:
         raise DatasetError(f"{source}: fewer than 2 usable train images; nothing to cluster. "
                            "Check the problems listed above")
-    reducer, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed,
-                                   extractor=extractor)
+    if config.reduce.incremental:  # chunk by chunk: never a copy of the whole feature matrix
+        reducer, reduced = fit_transform_chunked(make_reducer(config.reduce, seed=config.seed),
+                                                 extraction.features, train, usable)
+    else:
+        reducer, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed,
+                                       extractor=extractor)
 
     methods, assignments = _methods(config, reduced, usable, labels, splits, dataset)
     for name in methods:

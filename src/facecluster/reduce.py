@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sklearn.decomposition import PCA
+from sklearn.decomposition import PCA, IncrementalPCA
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
@@ -14,7 +14,9 @@ def make_reducer(config: ReduceConfig, seed: int = 0) -> Pipeline:
     steps = []
     if config.standardize:
         steps.append(("standardize", StandardScaler()))
-    if config.n_components is not None:
+    if config.n_components is not None and config.incremental:
+        steps.append(("pca", IncrementalPCA(n_components=config.n_components)))
+    elif config.n_components is not None:
         steps.append(("pca", PCA(n_components=config.n_components, random_state=seed)))
     if not steps:
         steps.append(("identity", FunctionTransformer()))

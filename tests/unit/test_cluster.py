@@ -29,7 +29,8 @@ def test_quantile_mean_shift_matches_the_study_recipe():
 @pytest.mark.parametrize("algorithm", sorted(CLUSTERERS))
 def test_every_registered_clusterer_fits_train_and_predicts_new_points(algorithm):
     X, _ = make_blobs(120, centers=2, cluster_std=0.5, random_state=0)
-    params = {"meanshift": {"quantile": 0.3}, "birch": {"n_clusters": 2}, "hdbscan": {"min_cluster_size": 5}}.get(
+    params = {"meanshift": {"quantile": 0.3}, "meanshift-stream": {"quantile": 0.3}, "birch": {"n_clusters": 2},
+              "hdbscan": {"min_cluster_size": 5}}.get(
         algorithm, {"n_clusters": 2})
     model = make_clusterer(algorithm, params).fit(X[:80])
     predicted = model.predict(X[80:])

@@ -1,0 +1,277 @@
+"""Extraction on Ray: the same work as the local engine, spread over a Ray cluster.
+
+What runs where:
+
+- **The driver** (the process that runs ``facecluster``) looks every image up in the
+  feature store, sends only the missing ones to Ray, writes what comes back into the same
+  content-addressed store (one shard per result batch), and copies results to identical
+  files. It holds one row per image, not the images.
+- **Ray actors** (Ray Data ``map_batches`` with a stateful class, one CPU each) each load
+  the face detector and the feature model once, then read, decode, detect, crop and embed
+  batch after batch. They read the images by path, so on a multi-node cluster every node
+  must see the dataset at the same path (a shared filesystem), and have facecluster
+  installed.
+
+Ray is an optional dependency: ``pip install 'facecluster[ray]'``. With no ``address``
+a local Ray instance is started for the run (``num_cpus = workers``) and stopped after it;
+``address="auto"`` joins the cluster started on this machine with ``ray start --head``,
+``ray://host:port`` a remote one through Ray Client. A Ray already initialised by the
+caller is used as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from facecluster.config import FacesConfig
+from facecluster.engine import Extraction, _face_job, _init_worker
+from facecluster.faces import RECORD_SIZE
+
+log = logging.getLogger(__name__)
+
+LOOKUP_CHUNK = 4096  # keys looked up in the store at once
+IN_MEMORY_BYTES = 1 << 30  # a larger feature matrix is kept in a temporary file (memory-mapped)
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise ImportError("the ray engine needs Ray: pip install 'facecluster[ray]'") from None
+    return ray
+
+
+def local_runtime_env() -> dict:
+    """Ray workers on this machine import this very facecluster and share its model cache."""
+    package_parent = str(Path(__file__).resolve().parents[1])
+    paths = [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+    if os.environ.get("FACECLUSTER_CACHE_DIR"):
+        env["FACECLUSTER_CACHE_DIR"] = os.environ["FACECLUSTER_CACHE_DIR"]
+    return {"env_vars": env}
+
+
+class _FaceEmbedder:
+    """A Ray actor's work: load the detector and the model once, then read, detect, crop, embed."""
+
+    def __init__(self, faces_config: dict, extractor):
+        self.faces_config = FacesConfig.model_validate(faces_config)
+        _init_worker(self.faces_config)
+        self.extractor = extractor
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["row"])
+        records = np.full((n, RECORD_SIZE), np.nan, dtype=np.float32)
+        status, messages, detect = [""] * n, [""] * n, np.zeros(n)
+        crops, crop_rows = [], []
+        for k in range(n):
+            cached = np.frombuffer(batch["record"][k], dtype=np.float32) if len(batch["record"][k]) else None
+            job = (str(batch["path"][k]), str(batch["name"][k]), cached, self.faces_config)
+            record, crop, error, detect[k] = _face_job(job)
+            if error is not None:
+                status[k], messages[k] = error
+                continue
+            status[k], records[k] = "ok", record
+            crops.append(crop)
+            crop_rows.append(k)
+        features = [b""] * n
+        started = time.perf_counter()
+        if crops:
+            vectors = np.asarray(self.extractor.transform(np.stack(crops), records[crop_rows]), dtype=np.float32)
+            for k, vector in zip(crop_rows, vectors):
+                features[k] = vector.tobytes()
+        embed = np.full(n, (time.perf_counter() - started) / n)
+        return {"row": batch["row"], "record": np.array([r.tobytes() for r in records], dtype=object),
+                "feature": np.array(features, dtype=object), "status": np.array(status),
+                "message": np.array(messages), "detect_seconds": detect, "embed_seconds": embed}
+
+
+class _Matrix:
+    """N×D float32 rows filled as they come, NaN elsewhere; D is learnt from the first row."""
+
+    def __init__(self, n: int):
+        self.n, self.array = n, None
+
+    def __setitem__(self, i, vector) -> None:
+        if self.array is None:
+            shape = (self.n, len(vector))
+            if self.n * len(vector) * 4 > IN_MEMORY_BYTES:
+                self.array = np.memmap(tempfile.TemporaryFile(), dtype=np.float32, mode="w+", shape=shape)
+                self.array[:] = np.nan
+            else:
+                self.array = np.full(shape, np.nan, dtype=np.float32)
+        self.array[i] = vector
+
+    def __getitem__(self, i):
+        return self.array[i]
+
+    def result(self) -> np.ndarray:
+        return self.array if self.array is not None else np.full((self.n, 0), np.nan, dtype=np.float32)
+
+
+class RayEngine:
+    """Extraction on a Ray cluster (or a local Ray instance started for the run).
+
+    Parameters
+    ----------
+    workers : int or None
+        Actors (one CPU each); None uses every CPU of the cluster (of this machine when
+        Ray is started for the run).
+    address : str or None
+        None starts a local Ray instance; ``"auto"`` or ``"ray://host:port"`` joins a cluster.
+    batch_size : int
+        Images per Ray batch (and per store shard).
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None, address: str | None = None, batch_size: int = 64):
+        self.workers = None if workers is None else max(1, workers)
+        self.address = address
+        self.batch_size = batch_size
+
+    def _connect(self, ray) -> bool:
+        """Join or start Ray; True when this engine started it (and so must stop it)."""
+        if ray.is_initialized():
+            return False
+        if self.address:
+            ray.init(address=self.address, configure_logging=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=self.workers or os.cpu_count() or 1, include_dashboard=False,
+                     configure_logging=False, log_to_driver=False, runtime_env=local_runtime_env())
+        return True
+
+    def _actors(self, ray) -> int:
+        return self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def extract(self, samples, faces_config: FacesConfig, extractor, store, progress: bool = True) -> Extraction:
+        """Face records and feature vectors for every sample, from the store or computed on Ray."""
+        ray = _import_ray()
+        # The same tables as the local engine, so either engine reuses what the other computed.
+        detection_identity = {"stage": "faces", "detector": faces_config.detector,
+                              "min_confidence": faces_config.min_confidence}
+        face_table = store.table("faces", detection_identity)
+        feature_table = store.table(extractor.name, {**extractor.cache_identity(),
+                                                     "faces": faces_config.model_dump(mode="json")})
+        bar = tqdm(total=len(samples), unit="img", desc="extract (ray)", file=sys.stderr, disable=not progress,
+                   dynamic_ncols=True)
+        self._started_here = False
+        try:
+            return self._extract(ray, samples, faces_config, extractor, face_table, feature_table, bar)
+        finally:
+            bar.close()
+            if self._started_here:
+                ray.shutdown()
+
+    def _extract(self, ray, samples, faces_config, extractor, face_table, feature_table, bar) -> Extraction:
+        n = len(samples)
+        records = np.full((n, RECORD_SIZE), np.nan, dtype=np.float32)
+        features = _Matrix(n)
+        status: list[str] = ["ok"] * n
+        messages: list[str | None] = [None] * n
+        todo, todo_records, copies = self._lookup(samples, face_table, feature_table, records, features, bar)
+        computed = {"faces": 0, "features": 0}
+        seconds = {"detect": 0.0, "embed": 0.0}
+        if todo:  # Ray is joined or started only when there is something to compute
+            self._started_here = self._connect(ray)
+            actors = self._actors(ray)
+            # Small runs still spread over every actor; large ones go in batch_size blocks.
+            block = max(1, min(self.batch_size, -(-len(todo) // actors)))
+            results = self._dataset(ray, samples, todo, todo_records, block).map_batches(
+                _FaceEmbedder, batch_size=block, batch_format="numpy", num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                fn_constructor_kwargs={"faces_config": faces_config.model_dump(mode="json"), "extractor": extractor})
+            had_record = {i for i, r in zip(todo, todo_records) if r}
+            for batch in _quiet_ray_data(ray, results.iter_batches(batch_size=None, batch_format="numpy")):
+                new_faces, new_features = {}, {}
+                for k, i in enumerate(batch["row"].tolist()):
+                    seconds["detect"] += float(batch["detect_seconds"][k])
+                    seconds["embed"] += float(batch["embed_seconds"][k])
+                    if batch["status"][k] != "ok":
+                        status[i], messages[i] = str(batch["status"][k]), str(batch["message"][k])
+                        log.warning(messages[i])
+                        continue
+                    records[i] = np.frombuffer(batch["record"][k], dtype=np.float32)
+                    features[i] = np.frombuffer(batch["feature"][k], dtype=np.float32)
+                    key = samples[i].sha256
+                    if key and i not in had_record:
+                        new_faces[key] = records[i]
+                    if key:
+                        new_features[key] = features[i]
+                if new_faces:
+                    face_table.put(list(new_faces), np.stack(list(new_faces.values())))
+                if new_features:
+                    feature_table.put(list(new_features), np.stack(list(new_features.values())))
+                computed["faces"] += len(new_faces)
+                computed["features"] += len(new_features)
+                bar.update(len(batch["row"]))
+        for i, j in copies:  # identical files: the first one's result
+            records[i], status[i], messages[i] = records[j], status[j], messages[j]
+            if status[j] == "ok":
+                features[i] = features[j]
+        for i in range(n):
+            if status[i] == "ok" and records[i, 0] == 0:
+                status[i] = "no_face"
+        return Extraction(features.result(), records, status, messages, computed, seconds)
+
+    def _lookup(self, samples, face_table, feature_table, records, features, bar):
+        """Fill what the store holds; return the rows to compute, their cached face records, and duplicates."""
+        todo, todo_records, copies, first = [], [], [], {}
+        for start in range(0, len(samples), LOOKUP_CHUNK):
+            index = range(start, min(len(samples), start + LOOKUP_CHUNK))
+            keys = [samples[i].sha256 for i in index]
+            cached_faces, cached_features = face_table.get(keys), feature_table.get(keys)
+            for i, key in zip(index, keys):
+                if key and key in first:
+                    copies.append((i, first[key]))
+                    bar.update(1)
+                    continue
+                if key:
+                    first[key] = i
+                if key in cached_faces and key in cached_features:
+                    records[i], features[i] = cached_faces[key], cached_features[key]
+                    bar.update(1)
+                else:
+                    todo.append(i)
+                    todo_records.append(cached_faces[key].tobytes() if key in cached_faces else b"")
+        return todo, todo_records, copies
+
+    @staticmethod
+    def _dataset(ray, samples, todo, todo_records, block: int):
+        """The images to compute as a Ray dataset of ``block`` rows per block (rows, paths, cached records)."""
+        import pyarrow as pa
+
+        blocks = []
+        for start in range(0, len(todo), block):
+            part = todo[start:start + block]
+            blocks.append(pa.table({
+                "row": pa.array(part, pa.int64()),
+                "path": pa.array([str(samples[i].path) for i in part]),
+                "name": pa.array([samples[i].relpath for i in part]),
+                "record": pa.array(todo_records[start:start + block], pa.binary()),
+            }))
+        return ray.data.from_arrow(blocks)
+
+
+def _quiet_ray_data(ray, batches):
+    """Iterate with Ray Data's own progress and chatter off (ours is the bar), then put them back."""
+    context = ray.data.DataContext.get_current()
+    saved = context.enable_progress_bars, context.print_on_execution_start
+    context.enable_progress_bars, context.print_on_execution_start = False, False
+    ray_data_log = logging.getLogger("ray.data")
+    level = ray_data_log.level
+    ray_data_log.setLevel(logging.ERROR)
+    try:
+        yield from batches
+    finally:
+        ray_data_log.setLevel(level)
+        context.enable_progress_bars, context.print_on_execution_start = saved

@@ -1,0 +1,70 @@
+"""The ray engine against the local engine, on a real local Ray instance (2 CPUs) and synthetic faces."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from facecluster.config import build_config
+from facecluster.engine import LocalEngine
+from facecluster.pipeline import run
+from facecluster.store import FeatureStore
+from tests.conftest import make_dataset
+
+ray = pytest.importorskip("ray", reason="the ray engine needs Ray, an optional extra: pip install 'facecluster[ray]'")
+
+
+@pytest.fixture
+def ray_instance(isolated_cache):
+    from facecluster.ray_engine import local_runtime_env
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
+             runtime_env=local_runtime_env())  # after isolated_cache: the actors use the test's model cache
+    yield
+    ray.shutdown()
+
+
+def _features(store: FeatureStore) -> dict[str, np.ndarray]:
+    folder = next(store.root.glob("facenet-*"))
+    table = store.table("facenet", json.loads((folder / "identity.json").read_text()))
+    return {key: value for shard in table.iter_shards() for key, value in zip(shard.keys, np.asarray(shard.values))}
+
+
+def test_ray_engine_gives_the_local_engine_features_and_clusters(tmp_path, ray_instance):
+    from facecluster.ray_engine import RayEngine
+
+    data = make_dataset(tmp_path / "data", {"train": {"real": 6, "fake": 6}, "valid": {"real": 2, "fake": 2}})
+    shutil.copy(data / "train" / "real" / "img_000.jpg", data / "train" / "real" / "copy.jpg")  # a duplicate
+    (data / "train" / "fake" / "empty.jpg").write_bytes(b"")  # an unusable file
+    config = build_config("study", {"methods": {"birch": {"algorithm": "birch", "params": {"n_clusters": 2, "threshold": 0.01}},
+                                                "kmeans": {"algorithm": "minibatch-kmeans-stream",
+                                                           "params": {"n_clusters": 2}}}})
+    on_ray = run(data, config, tmp_path / "ray", store=FeatureStore(tmp_path / "ray-store"),
+                 engine=RayEngine(workers=2), progress=False)
+    local = run(data, config, tmp_path / "local", store=FeatureStore(tmp_path / "local-store"),
+                engine=LocalEngine(workers=0), progress=False)
+
+    assert on_ray["provenance"]["engine"] == "ray"
+    assert on_ray["timings"]["computed"] == local["timings"]["computed"] == {"faces": 16, "features": 16}
+    ray_features, local_features = _features(FeatureStore(tmp_path / "ray-store")), _features(
+        FeatureStore(tmp_path / "local-store"))
+    assert set(ray_features) == set(local_features) and len(ray_features) == 16  # the copy shares its key, the empty file has none
+    for key, vector in ray_features.items():
+        np.testing.assert_allclose(vector, local_features[key], atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "ray" / "reduced.npy"), np.load(tmp_path / "local" / "reduced.npy"),
+                               atol=1e-4)
+    for ray_image, local_image in zip(on_ray["images"], local["images"]):
+        assert ray_image["path"] == local_image["path"]
+        assert ray_image["status"] == local_image["status"]
+        assert ray_image["clusters"] == local_image["clusters"]
+    statuses = {image["path"]: image["status"] for image in on_ray["images"]}
+    assert statuses["train/fake/empty.jpg"] == "empty_file"
+    for name in ("birch", "kmeans"):
+        assert on_ray["methods"][name]["scores"] == local["methods"][name]["scores"]
+
+    # Both engines key the store the same way: the ray engine finds all the local engine computed.
+    again = run(data, config, tmp_path / "again", store=FeatureStore(tmp_path / "local-store"),
+                engine=RayEngine(workers=2), progress=False)
+    assert again["timings"]["computed"] == {"faces": 0, "features": 0}
+    assert [i["clusters"] for i in again["images"]] == [i["clusters"] for i in local["images"]]
