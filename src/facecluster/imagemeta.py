@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps
 
-from facecluster.images import ImageError, read_bytes
+from facecluster.images import FORMATS, MAX_PIXELS, ImageError, display_name, read_bytes
 
 # Words that give a real/fake label away when they sit in a file or folder name.
 LABEL_WORDS = frozenset({
@@ -98,10 +98,14 @@ def read_meta(path, relative_name: str, extra_words: frozenset[str] = frozenset(
     """Read one file's metadata and its 32×32 grey thumbnail of the whole frame."""
     meta = ImageMeta(name_words=name_words(relative_name, extra_words))
     try:
-        data = read_bytes(path, relative_name)  # refuses pipes, loops and oversized files, as the decoder does
+        # The same guarded reading as the pipeline: no blocking on a named pipe, no endless
+        # device, no file over the size limit, and only the formats facecluster parses.
+        data = read_bytes(path, relative_name)
         meta.file_size = len(data)
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
         meta.format, meta.mode, (meta.width, meta.height) = image.format, image.mode, image.size
+        if image.width * image.height > MAX_PIXELS:
+            raise ImageError("too_large", f"{display_name(relative_name)}: over {MAX_PIXELS:,} pixels")
         meta.exif = bool(image.getexif())
         meta.progressive = bool(image.info.get("progressive") or image.info.get("progression"))
         if image.format == "JPEG":
@@ -116,6 +120,6 @@ def read_meta(path, relative_name: str, extra_words: frozenset[str] = frozenset(
         meta.thumbnail = np.asarray(thumb, dtype=np.float32) / 255
     except ImageError as error:
         meta.error = str(error)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        meta.error = f"{relative_name}: {type(error).__name__}: {error}"
+    except Exception as error:  # any parser failure on hostile bytes is this file's, not the audit's
+        meta.error = f"{display_name(relative_name)}: {type(error).__name__}: {display_name(str(error))[:120]}"
     return meta

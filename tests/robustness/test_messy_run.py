@@ -32,7 +32,7 @@ def messy_run(tmp_path_factory):
            "COLUMNS": "200"}
     command = [sys.executable, "-m", "facecluster", "run", str(root), "--out", str(base / "run"),
                "--cache-dir", str(base / "cache"), "-q"]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900,
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600,
                           encoding="utf-8", errors="backslashreplace")
     results = json.loads((base / "run" / "results.json").read_text()) if done.returncode == 0 else None
     return {"root": root, "entries": entries, "done": done, "results": results}

@@ -25,6 +25,10 @@ def _keyword(call: ast.Call, name: str):
     return None
 
 
+def _keyword_node(call: ast.Call, name: str):
+    return next((keyword.value for keyword in call.keywords if keyword.arg == name), None)
+
+
 def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
     """Lines of a module that import a pickle-like module or load a file in a code-running way."""
     found = []
@@ -50,6 +54,8 @@ def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
                 found.append((node.lineno, f"calls {name}()"))
             elif owner in ("pickle", "_pickle") and name in ("load", "loads", "Unpickler"):
                 found.append((node.lineno, f"pickle.{name} runs whatever the file says"))
+            elif name == "open" and owner == "Image" and _keyword_node(node, "formats") is None:
+                found.append((node.lineno, "Image.open without formats= (an EPS file would reach Ghostscript)"))
             elif name == "load" and owner in ("np", "numpy") and _keyword(node, "allow_pickle") is not False:
                 found.append((node.lineno, "np.load without allow_pickle=False"))
             elif name == "load" and owner == "torch" and _keyword(node, "weights_only") is not True:
@@ -62,10 +68,11 @@ def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
 def test_the_scanner_catches_what_it_must():
     bad = ("pickle.loads(b)\nfrom joblib import load\nimport numpy as np\nnp.load(f)\nnp.load(f, allow_pickle=True)\n"
            "torch.load(f)\neval(s)\nyaml.load(s)\npd.read_pickle(p)\nfrom numpy import load\n"
-           "class Loose(pickle.Unpickler):\n    pass\npickle.Unpickler(f).load()\nimport dill\n")
-    assert sorted(line for line, _ in unsafe_calls(ast.parse(bad))) == [1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14]
+           "class Loose(pickle.Unpickler):\n    pass\npickle.Unpickler(f).load()\nimport dill\nImage.open(p)\n")
+    assert sorted(line for line, _ in unsafe_calls(ast.parse(bad))) == [1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15]
     good = ("np.load(f, allow_pickle=False)\ntorch.load(f, weights_only=True)\nyaml.load(s, Loader=yaml.SafeLoader)\n"
-            "import pickle\nclass Strict(pickle.Unpickler):\n    def find_class(self, module, name):\n        raise KeyError\n")
+            "import pickle\nclass Strict(pickle.Unpickler):\n    def find_class(self, module, name):\n        raise KeyError\n"
+            "Image.open(b, formats=FORMATS)\n")
     assert unsafe_calls(ast.parse(good)) == []
 
 

@@ -66,7 +66,7 @@ def face_thumbnails(root: Path, entries: list[dict], wanted: np.ndarray, margin:
 def file_data_uri(path: Path, quality: int = 82) -> str | None:
     """An image file (e.g. a PNG montage) re-encoded as a JPEG data URI; None if it cannot be read."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=("PNG", "JPEG")) as image:  # our own figures; nothing else is parsed
             return jpeg_data_uri(image, quality)
     except (OSError, ValueError) as error:
         log.warning("%s: cannot embed (%s)", path, error)
