@@ -218,11 +218,16 @@ def alignment_verdict(box: dict[str, float | None], aligned: dict[str, float | N
         excess_before, excess_after = before - 0.5, after - 0.5
         if excess_before >= ALIGNMENT_MIN_EXCESS and excess_after < ALIGNMENT_KEPT * excess_before:
             lost[name] = (before, after)
-    detail = "; ".join(f"{name} {b:.2f} → {a:.2f}" for name, (b, a) in lost.items())
-    message = (f"alignment: most of the separation disappears on aligned crops ({detail}); the box crops' "
-               "separation came from framing/pose, not realness" if lost else
-               "alignment: the separation survives 5-point alignment (" +
-               ", ".join(f"{k} {_fmt(box[k])} → {_fmt(aligned.get(k))}" for k in box) + ")")
+
+    def scores(names):
+        return ", ".join(f"{name} {_fmt(box[name])} → {_fmt(aligned.get(name))}" for name in names)
+
+    kept = [name for name in box if name not in lost]
+    if lost:
+        message = (f"alignment: most of the separation disappears on aligned crops ({scores(lost)}): it came from "
+                   "framing/pose, not realness" + (f"; kept by {scores(kept)}" if kept else ""))
+    else:
+        message = f"alignment: the separation survives 5-point alignment ({scores(kept)})"
     return {"check": "framing:alignment", "flag": bool(lost), "message": message,
             "box": box, "aligned": aligned}
 

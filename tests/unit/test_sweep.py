@@ -142,3 +142,14 @@ def test_features_that_ignore_the_crop_are_not_counted_as_aligned(grid_file, tin
     assert aligned["same_as"] == "box" and "do not depend on the crop" in aligned["skipped"]
     assert {row["crop"] for row in result["leaderboard"]} == {"box"}
     assert "aligned" not in result["best_by_crop"]
+
+
+def test_example_grid_parses_and_unknown_families_are_recorded_not_fatal(tiny_dataset, tmp_path):
+    from pathlib import Path
+
+    example = Grid.from_toml(Path(__file__).resolve().parents[2] / "examples" / "sweep-families.toml")
+    assert "facenet" in example.features and example.crops == ["box", "aligned"]
+    grid = Grid.from_dict({"features": ["no-such-family"], "crops": ["box"]}, build_config())
+    result = _sweep(tiny_dataset, grid, tmp_path)
+    assert result["best"] is None and result["leaderboard"] == []
+    assert "no-such-family" in result["families"][0]["skipped"]
