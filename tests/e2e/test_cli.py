@@ -40,6 +40,7 @@ def test_run_writes_documented_results_and_second_run_is_cached(tiny_dataset, tm
     assert second.returncode == 0, second.stderr
     again = json.loads((tmp_path / "run2" / "results.json").read_text())
     assert again["timings"]["computed"] == {"faces": 0, "features": 0}
+    assert again["features"]["model_sha256"] == results["features"]["model_sha256"]  # named even when cached
     assert again["methods"]["birch"]["scores"] == results["methods"]["birch"]["scores"]
 
 

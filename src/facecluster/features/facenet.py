@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecluster.features.facenet_model import CHECKPOINT, OUTPUT_DIMS, SHIPPED_GRAPH_SHA256, FaceNetEmbedder
+from facecluster.features.facenet_model import (
+    CHECKPOINT,
+    OUTPUT_DIMS,
+    SHIPPED_GRAPH_SHA256,
+    FaceNetEmbedder,
+    ensure_onnx_model,
+)
 
 STUDY_CHECKPOINT = "20180402-114759"
 
@@ -51,6 +57,9 @@ class FaceNetFeatures:
         info = {**self.cache_identity(), "study_checkpoint": STUDY_CHECKPOINT}
         if self._embedder is not None:
             info.update(self._embedder.identity)
+        else:  # every vector came from the cache: name the model file that computes them here
+            path, digest = ensure_onnx_model()
+            info.update({"backend": "cache", "model_sha256": digest, "model_file": path.name})
         return info
 
     def transform(self, crops: np.ndarray, records: np.ndarray) -> np.ndarray:
