@@ -32,6 +32,10 @@ STUDY_METHODS = {
 }
 
 
+#: Each detector's own confidence floor: YuNet's scores run lower than MTCNN's for the same faces.
+DETECTOR_MIN_CONFIDENCE = {"mtcnn": 0.9, "yunet": 0.5, "none": 0.0}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -51,12 +55,28 @@ class DatasetConfig(_Strict):
 class FacesConfig(_Strict):
     """Face detection and cropping before the embedding."""
 
-    detector: Literal["mtcnn", "none"] = "mtcnn"
-    min_confidence: float = Field(0.9, ge=0.0, le=1.0, description="Detections below it are ignored.")
+    detector: Literal["mtcnn", "yunet", "none"] = Field(
+        "mtcnn", description="mtcnn (the study's), yunet (several times faster) or none (centre crops)."
+    )
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Detections below it are ignored; none uses the detector's own (mtcnn 0.9, yunet 0.5).",
+    )
     margin: float = Field(
         0.2, ge=0.0, le=2.0, description="Margin added around the face box, as a fraction of its size."
     )
     size: int = Field(160, ge=32, le=1024, description="Side of the square face crop, in pixels.")
+    detect_side: int = Field(
+        160, ge=32, le=4096, description="yunet only: longer side of the downscaled copy it detects on."
+    )
+
+
+    @property
+    def confidence_threshold(self) -> float:
+        """``min_confidence``, or the detector's default when it is not set (scores differ by detector)."""
+        if self.min_confidence is not None:
+            return self.min_confidence
+        return DETECTOR_MIN_CONFIDENCE[self.detector]
 
 
 class FeaturesConfig(_Strict):
@@ -65,6 +85,9 @@ class FeaturesConfig(_Strict):
     extractor: str = "facenet"
     backend: Literal["auto", "onnx", "opencv"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        "fp32", description="Model precision: fp32 (the study's), int8 (about 2x faster, measured close to fp32)."
+    )
 
 
 class ReduceConfig(_Strict):

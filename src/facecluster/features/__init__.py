@@ -30,7 +30,7 @@ class Extractor(Protocol):
 def _facenet(config: FeaturesConfig) -> Extractor:
     from facecluster.features.facenet import FaceNetFeatures
 
-    return FaceNetFeatures(backend=config.backend, batch_size=config.batch_size)
+    return FaceNetFeatures(backend=config.backend, batch_size=config.batch_size, precision=config.precision)
 
 
 EXTRACTORS: dict[str, Callable[[FeaturesConfig], Extractor]] = {

@@ -20,8 +20,13 @@ class FaceNetFeatures:
     name = "facenet"
     input_size = 160
 
-    def __init__(self, backend: str = "auto", batch_size: int = 32, output: str = "embeddings"):
+    def __init__(self, backend: str = "auto", batch_size: int = 32, output: str = "embeddings",
+                 precision: str = "fp32"):
+        from facecluster.features.facenet_quant import check_precision
+
+        check_precision(precision)
         self.backend = backend
+        self.precision = precision
         self.batch_size = batch_size
         self.output = output
         self._embedder: FaceNetEmbedder | None = None
@@ -29,13 +34,15 @@ class FaceNetFeatures:
     @property
     def embedder(self) -> FaceNetEmbedder:
         if self._embedder is None:
-            self._embedder = FaceNetEmbedder(backend=self.backend, output=self.output, batch_size=self.batch_size)
+            self._embedder = FaceNetEmbedder(backend=self.backend, output=self.output, batch_size=self.batch_size,
+                                             precision=self.precision)
         return self._embedder
 
     def cache_identity(self) -> dict:
         # The backend is left out on purpose: ONNX Runtime and OpenCV agree within 1e-4.
         return {"extractor": self.name, "checkpoint": CHECKPOINT, "graph_sha256": SHIPPED_GRAPH_SHA256,
-                "output": self.output, "input_size": self.input_size, "standardization": "(x-127.5)/128"}
+                "output": self.output, "input_size": self.input_size, "standardization": "(x-127.5)/128",
+                "precision": self.precision}
 
     def describe(self) -> dict:
         info = {**self.cache_identity(), "study_checkpoint": STUDY_CHECKPOINT}
