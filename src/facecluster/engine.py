@@ -74,6 +74,7 @@ def _init_worker(faces_config: FacesConfig) -> None:
 def _face_work(job) -> FaceResult:
     """Decode one image, find its face (unless its record is cached) and crop it."""
     path, name, record, faces_config = job
+    _init_worker(faces_config)
     try:
         started = time.perf_counter()
         rgb = decode_rgb(read_bytes(path, name), name)
@@ -134,6 +135,18 @@ class LocalEngine:
         self.chunk_size = chunk_size
         self.pipelined = pipelined
         self._pool = None
+        self._keep_pool = False
+
+    def start(self, faces_config: FacesConfig) -> None:
+        """Start the worker processes now and load their detector, and keep them until `close`.
+
+        Without it, `extract` starts them on demand and stops them when it returns.
+        """
+        if self.workers and self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = context.Pool(self.workers, initializer=_init_worker, initargs=(faces_config,))
+            self._pool.map(_init_worker, [faces_config] * self.workers)  # returns once they are ready
+        self._keep_pool = True
 
     def _faces(self, jobs, faces_config: FacesConfig) -> Iterator[FaceResult]:
         """Start face jobs on the process pool (or lazily inline for few jobs or ``workers=0``), in order."""
@@ -148,6 +161,7 @@ class LocalEngine:
 
     def close(self) -> None:
         """Stop the worker processes, if any were started."""
+        self._keep_pool = False
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
@@ -166,7 +180,8 @@ class LocalEngine:
             return _Run(self, samples, faces_config, extractor, face_table, feature_table, bar).run()
         finally:
             bar.close()
-            self.close()
+            if not self._keep_pool:
+                self.close()
 
 
 class _Run:
