@@ -40,9 +40,14 @@ class FaceNetFeatures:
 
     def cache_identity(self) -> dict:
         # The backend is left out on purpose: ONNX Runtime and OpenCV agree within 1e-4.
-        return {"extractor": self.name, "checkpoint": CHECKPOINT, "graph_sha256": SHIPPED_GRAPH_SHA256,
-                "output": self.output, "input_size": self.input_size, "standardization": "(x-127.5)/128",
-                "precision": self.precision}
+        identity = {"extractor": self.name, "checkpoint": CHECKPOINT, "graph_sha256": SHIPPED_GRAPH_SHA256,
+                    "output": self.output, "input_size": self.input_size, "standardization": "(x-127.5)/128",
+                    "precision": self.precision}
+        if self.precision == "int8":
+            from facecluster.features.facenet_quant import QUANTIZER_VERSION, load_calibration, table_digest
+
+            identity["int8_recipe"] = f"q{QUANTIZER_VERSION}-{table_digest(load_calibration())}"
+        return identity
 
     def describe(self) -> dict:
         info = {**self.cache_identity(), "study_checkpoint": STUDY_CHECKPOINT}

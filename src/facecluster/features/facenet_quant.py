@@ -63,10 +63,10 @@ def check_precision(precision: str) -> None:
 
 
 def fp32_nodes(model, extra: list[str] = ()) -> list[str]:
-    """Names of the nodes kept in fp32: the first convolution, the tail, and ``extra``."""
+    """Names of the nodes kept in fp32: the first convolution, the tail, and those starting with ``extra``."""
     first_conv = next(node.name for node in model.graph.node if node.op_type == "Conv")
-    tail = [node.name for node in model.graph.node if node.name.startswith(FP32_TAIL)]
-    return [first_conv, *tail, *extra]
+    prefixes = (*FP32_TAIL, *extra)
+    return [first_conv, *(node.name for node in model.graph.node if node.name.startswith(prefixes))]
 
 
 def calibrate(fp32_path: Path, crops: np.ndarray, percentile: float = 99.999, batch_size: int = 16) -> dict:
