@@ -45,14 +45,16 @@ BASELINE = "facenet-pytorch"
 def ensure_fpt_venv() -> Path:
     """The python of the facenet-pytorch environment, created and filled on first use."""
     python = FPT_VENV / "bin" / "python"
-    check = [str(python), "-c", "import torch, facenet_pytorch"]
+    check = [str(python), "-c", "import importlib.util, torch; assert importlib.util.find_spec('facenet_pytorch')"]
     if python.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
         return python
     print(f"installing facenet-pytorch into {FPT_VENV} (once; about 1 GB) ...", file=sys.stderr)
     subprocess.run([sys.executable, "-m", "venv", str(FPT_VENV)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q"]
     # torch's CUDA libraries and facenet-pytorch's old pins are not needed: --no-deps, then what they import.
-    subprocess.run(pip + ["--no-deps", "torch==2.13.0", "torchvision==0.28.0", "facenet-pytorch"], check=True)
+    # torchvision is left out: the registry's build needs CUDA libraries; _fpt_worker.py stands in for
+    # the two functions facenet-pytorch takes from it.
+    subprocess.run(pip + ["--no-deps", "torch==2.13.0", "facenet-pytorch"], check=True)
     subprocess.run(pip + FPT_PACKAGES, check=True)
     subprocess.run(check, check=True)
     return python
@@ -103,7 +105,7 @@ def facecluster_pipeline(paths: list[str], detector: str, precision: str) -> dic
     wanted = set(paths)
     samples = [s for s in dev_samples(DEV_SET) if str(s.path) in wanted]
     faces_config = FacesConfig(detector=detector)
-    extractor = make_extractor(FeaturesConfig(precision=precision, batch_size=64))
+    extractor = make_extractor(FeaturesConfig(precision=precision))
     extractor.embedder  # loads the model (and builds the int8 one on the very first run)
     engine = LocalEngine()
     engine.start(faces_config)
@@ -117,14 +119,19 @@ def facecluster_pipeline(paths: list[str], detector: str, precision: str) -> dic
             "load_seconds": load_seconds, "stage_seconds": result.seconds, "workers": engine.workers}
 
 
-def run_pipeline(name: str, list_file: Path) -> dict:
+def run_pipeline(name: str, list_file: Path, passive_openmp: bool = True) -> dict:
     """One pipeline in its own process: its throughput, CPU time and peak memory (process tree)."""
     if name == BASELINE:
         command = [str(ensure_fpt_venv()), str(REPO / "benchmarks" / "_fpt_worker.py"), str(list_file), "32"]
     else:
         command = [sys.executable, __file__, "--worker", name, str(list_file)]
+    environment = dict(os.environ)
+    if name == BASELINE and passive_openmp:
+        # torch's OpenMP threads busy-wait by default; on a machine shared with other work that
+        # collapses its speed several-fold. Passive waiting is its best setting here: give it that.
+        environment["OMP_WAIT_POLICY"] = "PASSIVE"
     cpu_before = cpu_seconds()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
     with PeakMemory(process.pid) as memory:
         output, _ = process.communicate()
     if process.returncode != 0:
@@ -221,6 +228,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
     parser.add_argument("--embed-faces", type=int, default=512, help="Faces for the embed-stage measurement.")
+    parser.add_argument("--torch-default-openmp", action="store_true",
+                        help="Run facenet-pytorch with OpenMP's default busy-waiting (slow on a busy machine).")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("list_file", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -246,7 +255,7 @@ def main() -> None:
         for round_number in range(args.rounds):
             order = args.pipelines if round_number % 2 == 0 else list(reversed(args.pipelines))
             for name in order:
-                result = run_pipeline(name, list_file)
+                result = run_pipeline(name, list_file, passive_openmp=not args.torch_default_openmp)
                 runs[name].append(result)
                 print(f"round {round_number + 1} {name}: {result['images_per_second']:.1f} img/s, "
                       f"peak {result['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
@@ -269,6 +278,7 @@ def main() -> None:
     crops = dev_crops(samples, "mtcnn")["crops"][: args.embed_faces]
     embed = embed_stage(crops, batch_size=64, rounds=args.rounds)
     path = write_results("extract", {"images": len(samples), "rounds": args.rounds, "pipelines": summary,
+                                     "torch_openmp_wait_policy": "default" if args.torch_default_openmp else "PASSIVE",
                                      "runs": runs, "embed_stage": embed})
 
     print_table(["pipeline", "img/s", "× facenet-pytorch", "per-round ×", "peak RSS (MB)", "faces found"],

@@ -82,3 +82,14 @@ def test_bf16_and_unknown_precisions_are_clear_errors():
         build_config("study", {"features": {"precision": "fp8"}})
     with pytest.raises(ValueError, match="backend='onnx'"):
         FaceNetEmbedder(backend="opencv", precision="int8")
+
+
+def test_command_line_options_set_detector_and_precision_or_name_the_option():
+    from facecluster.cli import with_options
+
+    settings = with_options(build_config("study"), detector="yunet", precision="int8")
+    assert (settings.faces.detector, settings.features.precision) == ("yunet", "int8")
+    with pytest.raises(ConfigError, match="--precision 'fp16'"):
+        with_options(build_config("study"), precision="fp16")
+    with pytest.raises(ConfigError, match="--detector 'dlib'"):
+        with_options(build_config("study"), detector="dlib")
