@@ -70,12 +70,17 @@ def main() -> None:
     load_seconds = time.perf_counter() - started
 
     begin = time.perf_counter()
-    faces = 0
+    faces = fallbacks = 0
     for start in range(0, len(paths), batch_size):
         pictures = [Image.open(p).convert("RGB") for p in paths[start:start + batch_size]]
-        if len({p.size for p in pictures}) == 1:
+        try:
+            # A batch needs pictures of one size; and with numpy 2, facenet-pytorch's batch code
+            # fails when some picture in it has no face (its known bug): then image by image.
+            if len({p.size for p in pictures}) != 1:
+                raise ValueError("pictures of different sizes")
             crops = detector(pictures)
-        else:
+        except ValueError:
+            fallbacks += 1
             crops = [detector(p) for p in pictures]
         crops = [c for c in crops if c is not None]
         if crops:
@@ -83,7 +88,8 @@ def main() -> None:
             faces += len(embeddings)
     seconds = time.perf_counter() - begin
     print(json.dumps({"images": len(paths), "faces": faces, "seconds": seconds, "load_seconds": load_seconds,
-                      "torch": torch.__version__, "threads": torch.get_num_threads(), "torchvision_shim": shim}))
+                      "torch": torch.__version__, "threads": torch.get_num_threads(), "torchvision_shim": shim,
+                      "batches_run_image_by_image": fallbacks}))
 
 
 if __name__ == "__main__":
