@@ -47,7 +47,7 @@ def sensitivity(fp32_path: Path, table: dict, crops: np.ndarray, reference: np.n
             vectors = np.concatenate([session.run(["embeddings"], {"input": x[i:i + 64]})[0]
                                       for i in range(0, len(x), 64)])
             cosine = np.sum(vectors * reference, axis=1)
-            rows.append([group, float(1 - cosine.mean()), float(cosine.min())])
+            rows.append([group, float(1 - cosine.mean()), f"{cosine.min():.5f}"])
             print(rows[-1], flush=True)
     return rows
 
