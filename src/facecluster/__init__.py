@@ -1,15 +1,32 @@
 """facecluster: cluster face embeddings and measure how well clusters separate real from fake faces."""
 
-from facecluster.cluster import CLUSTERERS, QuantileMeanShift, make_clusterer
-from facecluster.config import Config, ConfigError, build_config, load_config
-from facecluster.dataset import Dataset, DatasetError, Sample, discover
-from facecluster.evaluate import majority_mapping, score
-from facecluster.pipeline import run
-from facecluster.store import FeatureStore
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CLUSTERERS", "Config", "ConfigError", "Dataset", "DatasetError", "FeatureStore", "QuantileMeanShift",
-    "Sample", "build_config", "discover", "load_config", "majority_mapping", "make_clusterer", "run", "score",
-]
+# Names are imported on first use (PEP 562), so that a process that needs one part — a worker
+# process decoding and detecting faces — does not load scikit-learn, SciPy and matplotlib.
+_EXPORTS = {
+    "CLUSTERERS": "cluster", "QuantileMeanShift": "cluster", "make_clusterer": "cluster",
+    "Config": "config", "ConfigError": "config", "build_config": "config", "load_config": "config",
+    "Dataset": "dataset", "DatasetError": "dataset", "Sample": "dataset", "discover": "dataset",
+    "majority_mapping": "evaluate", "score": "evaluate",
+    "run": "pipeline",
+    "FeatureStore": "store",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"facecluster.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'facecluster' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

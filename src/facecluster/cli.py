@@ -112,6 +112,28 @@ def _print_counts(results: dict) -> None:
                       f"{faces['failed']} unusable", highlight=False)
 
 
+def with_options(settings, detector: str | None = None, precision: str | None = None):
+    """The settings with the command line's ``--detector`` and ``--precision`` applied.
+
+    Raises
+    ------
+    ConfigError
+        For a value the config would refuse, naming the option.
+    """
+    from pydantic import ValidationError
+
+    for option, section, key, value in (("--detector", "faces", "detector", detector),
+                                        ("--precision", "features", "precision", precision)):
+        if value is None:
+            continue
+        try:
+            setattr(getattr(settings, section), key, value)
+        except ValidationError as error:
+            allowed = error.errors()[0].get("ctx", {}).get("expected", "")
+            raise ConfigError(f"{option} {value!r} is not allowed; expected {allowed}") from None
+    return settings
+
+
 @app.command()
 def run(
     data: Path = typer.Argument(..., help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split])."),
@@ -123,6 +145,8 @@ def run(
     engine: str = typer.Option("local", help="Where extraction runs: 'local' or 'ray' (pip install facecluster[ray])."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray: 'auto' or ray://host:port."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    detector: Optional[str] = typer.Option(None, help="Face detector: mtcnn (the study's) or yunet (faster)."),
+    precision: Optional[str] = typer.Option(None, help="FaceNet precision: fp32 (the study's) or int8 (faster)."),
 ) -> None:
     """Embed, reduce and cluster the faces in DATA, then score the clusters against the labels."""
     from facecluster.engine import make_engine
@@ -132,6 +156,7 @@ def run(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         settings = load_config(config, preset)
+        settings = with_options(settings, detector=detector, precision=precision)
         runner = make_engine(engine, workers=workers, address=address)
         out = out or new_run_dir()
         results = run_pipeline(data, settings, out, store=FeatureStore(cache_dir), engine=runner, progress=not quiet)

@@ -33,6 +33,10 @@ STUDY_METHODS = {
 }
 
 
+#: Each detector's own confidence floor: YuNet's scores run lower than MTCNN's for the same faces.
+DETECTOR_MIN_CONFIDENCE = {"mtcnn": 0.9, "yunet": 0.5, "none": 0.0}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -56,8 +60,13 @@ class DatasetConfig(_Strict):
 class FacesConfig(_Strict):
     """Face detection and cropping before the embedding."""
 
-    detector: Literal["mtcnn", "none"] = "mtcnn"
-    min_confidence: float = Field(0.9, ge=0.0, le=1.0, description="Detections below it are ignored.")
+    detector: Literal["mtcnn", "yunet", "none"] = Field(
+        "mtcnn", description="mtcnn (the study's), yunet (several times faster) or none (centre crops)."
+    )
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Detections below it are ignored; none uses the detector's own (mtcnn 0.9, yunet 0.5).",
+    )
     margin: float = Field(
         0.2, ge=-0.5, le=2.0, description="Margin added around the face box (or the alignment template), as a "
         "fraction of its size; negative crops tighter, inside the face."
@@ -68,6 +77,17 @@ class FacesConfig(_Strict):
         description="'box': the detector's box with margin (the study's); 'aligned': a 5-point similarity "
         "transform puts the landmarks on a fixed template (faces aligned identically).",
     )
+    detect_side: int = Field(
+        160, ge=32, le=4096, description="yunet only: longer side of the downscaled copy it detects on."
+    )
+
+
+    @property
+    def confidence_threshold(self) -> float:
+        """``min_confidence``, or the detector's default when it is not set (scores differ by detector)."""
+        if self.min_confidence is not None:
+            return self.min_confidence
+        return DETECTOR_MIN_CONFIDENCE[self.detector]
 
 
 class FeaturesConfig(_Strict):
@@ -81,6 +101,9 @@ class FeaturesConfig(_Strict):
     batch_size: int = Field(32, ge=1, le=4096)
     weights: str | None = Field(
         None, description="Weights file for 'facenet-vggface2' (facenet-pytorch .pt or keras-facenet .h5).")
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        "fp32", description="Model precision: fp32 (the study's), int8 (about 2x faster, measured close to fp32)."
+    )
 
 
 class ReduceConfig(_Strict):

@@ -9,6 +9,7 @@ and `cut_face` picks one of the two as ``FacesConfig.crop`` says.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -119,10 +120,72 @@ class MTCNNDetector:
         return found
 
 
+def _single_threaded_openmp(module_file: str) -> None:
+    """Make the OpenMP runtime bundled with ``yuface`` use one thread.
+
+    Its default (one thread per core, busy-waiting) is many times slower than one thread
+    when every core already runs a worker process.
+    """
+    import ctypes
+    from pathlib import Path
+
+    for library in (Path(module_file).parent.parent / "yuface.libs").glob("libgomp*.so*"):
+        try:
+            ctypes.CDLL(str(library)).omp_set_num_threads(1)
+        except (OSError, AttributeError):  # an unusual build: leave its threads alone
+            pass
+
+
+class YuNetDetector:
+    """YuNet (libfacedetection, shipped compiled in the ``yuface`` package), run on a downscaled copy.
+
+    The image is shrunk so that its longer side is at most ``detect_side`` pixels, YuNet runs on
+    that copy (several times faster than on the full image), and the box and landmarks are
+    mapped back to full-image pixels, so the crop is still cut from the full image.
+
+    Parameters
+    ----------
+    detect_side : int
+        Longer side of the copy YuNet sees; images already smaller are used as they are.
+    """
+
+    name = "yunet"
+
+    def __init__(self, detect_side: int = 160):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        try:
+            from yuface import yuface as native
+        except ImportError:
+            raise ImportError("the 'yunet' detector needs the yuface package: pip install 'facecluster[yunet]'") from None
+        _single_threaded_openmp(native.__file__)
+        self._detect = native.detect
+        self.detect_side = detect_side
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        height, width = rgb.shape[:2]
+        scale = min(1.0, self.detect_side / max(height, width))
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+            scale_x, scale_y = bgr.shape[1] / width, bgr.shape[0] / height
+        else:
+            scale_x = scale_y = 1.0
+        rows = self._detect(bgr).astype(np.float32)  # confidence (0-100), box x y w h, 5 landmarks x y
+        found = []
+        for row in rows:
+            box = (row[1] / scale_x, row[2] / scale_y, row[3] / scale_x, row[4] / scale_y)
+            points = row[5:15].reshape(5, 2) / np.array([scale_x, scale_y], dtype=np.float32)
+            found.append(Detection(tuple(float(v) for v in box), float(row[0]) / 100.0, points))
+        return found
+
+
 def make_detector(config: FacesConfig) -> Detector | None:
     """The detector named in the config, or None for ``detector = "none"`` (centre crops)."""
     if config.detector == "mtcnn":
         return MTCNNDetector()
+    if config.detector == "yunet":
+        return YuNetDetector(detect_side=config.detect_side)
     return None
 
 
@@ -172,7 +235,7 @@ def locate_face(rgb: np.ndarray, detector: Detector | None, config: FacesConfig)
     """Detect the largest face and return its record (see `face_record`)."""
     detection = None
     if detector is not None:
-        detection = largest_face(detector.detect(rgb), config.min_confidence)
+        detection = largest_face(detector.detect(rgb), config.confidence_threshold)
     return face_record(rgb, detection)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facecluster.config import FacesConfig
-from facecluster.engine import Extraction, _face_job, _init_worker
+from facecluster.engine import Extraction, _face_job, _init_worker, cache_tables
 from facecluster.faces import RECORD_SIZE
 
 log = logging.getLogger(__name__)
@@ -157,11 +157,7 @@ class RayEngine:
         """Face records and feature vectors for every sample, from the store or computed on Ray."""
         ray = _import_ray()
         # The same tables as the local engine, so either engine reuses what the other computed.
-        detection_identity = {"stage": "faces", "detector": faces_config.detector,
-                              "min_confidence": faces_config.min_confidence}
-        face_table = store.table("faces", detection_identity)
-        feature_table = store.table(extractor.name, {**extractor.cache_identity(),
-                                                     "faces": faces_config.model_dump(mode="json")})
+        face_table, feature_table = cache_tables(store, faces_config, extractor)
         bar = tqdm(total=len(samples), unit="img", desc="extract (ray)", file=sys.stderr, disable=not progress,
                    dynamic_ncols=True)
         self._started_here = False

@@ -37,7 +37,7 @@ def _facenet(config: FeaturesConfig) -> Extractor:
     from facecluster.features.facenet import FaceNetFeatures
 
     return FaceNetFeatures(backend=config.backend, batch_size=config.batch_size,
-                           standardization=config.standardization)
+                           standardization=config.standardization, precision=config.precision)
 
 
 def _facenet_bottleneck(config: FeaturesConfig) -> Extractor:

@@ -29,9 +29,13 @@ class FaceNetFeatures:
     input_size = 160
 
     def __init__(self, backend: str = "auto", batch_size: int = 32, output: str = "embeddings",
-                 standardization: str = "fixed"):
+                 standardization: str = "fixed", precision: str = "fp32"):
+        from facecluster.features.facenet_quant import check_precision
+
+        check_precision(precision)
         self.backend = backend
         self.standardization = standardization
+        self.precision = precision
         self.batch_size = batch_size
         self.output = output
         self.name = "facenet" if output == "embeddings" else f"facenet-{output}"
@@ -45,13 +49,19 @@ class FaceNetFeatures:
     def embedder(self) -> FaceNetEmbedder:
         if self._embedder is None:
             self._embedder = FaceNetEmbedder(backend=self.backend, output=self.output, batch_size=self.batch_size,
-                                             standardization=self.standardization)
+                                             standardization=self.standardization, precision=self.precision)
         return self._embedder
 
     def cache_identity(self) -> dict:
         # The backend is left out on purpose: ONNX Runtime and OpenCV agree within 1e-4.
-        return {"extractor": self.name, "checkpoint": CHECKPOINT, "graph_sha256": SHIPPED_GRAPH_SHA256,
-                "output": self.output, "input_size": self.input_size, "standardization": self.standardization}
+        identity = {"extractor": self.name, "checkpoint": CHECKPOINT, "graph_sha256": SHIPPED_GRAPH_SHA256,
+                    "output": self.output, "input_size": self.input_size, "standardization": self.standardization,
+                    "precision": self.precision}
+        if self.precision == "int8":
+            from facecluster.features.facenet_quant import QUANTIZER_VERSION, load_calibration, table_digest
+
+            identity["int8_recipe"] = f"q{QUANTIZER_VERSION}-{table_digest(load_calibration())}"
+        return identity
 
     def describe(self) -> dict:
         info = {**self.cache_identity(), "study_checkpoint": STUDY_CHECKPOINT}
