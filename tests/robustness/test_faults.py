@@ -95,7 +95,7 @@ def comparable(results: dict) -> dict:
         results.pop(key)
     for method in results["methods"].values():
         method.pop("seconds")
-    for key in ("backend", "model_sha256", "training_data"):
+    for key in ("backend", "model_sha256", "model_file", "training_data"):
         results["features"].pop(key, None)
     return results
 
