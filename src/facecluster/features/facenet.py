@@ -66,7 +66,7 @@ class FaceNetFeatures:
     def describe(self) -> dict:
         info = {**self.cache_identity(), "study_checkpoint": STUDY_CHECKPOINT}
         if self._embedder is not None:
-            info.update(self._embedder.identity)
+            info.update({**self._embedder.identity, "model_file": self._embedder.model_path.name})
         else:  # every vector came from the cache: name the model file that computes them here
             path, digest = ensure_onnx_model()
             info.update({"backend": "cache", "model_sha256": digest, "model_file": path.name})
