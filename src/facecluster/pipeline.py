@@ -6,13 +6,13 @@ import datetime as dt
 import importlib.metadata
 import json
 import logging
-import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from facecluster.atomic import write_atomically
 from facecluster.audit import audit as audit_dataset
 from facecluster.cluster import n_clusters_of
 from facecluster.config import Config, dump_config
@@ -27,8 +27,8 @@ from facecluster.reduce import describe_reducer, make_reducer
 from facecluster.report.figures import montage_png, scatter_png
 from facecluster.report.html import write_report
 from facecluster.store import FeatureStore
-from facecluster.supervised import supervised_ceiling
 from facecluster.stream import fit_transform_chunked
+from facecluster.supervised import supervised_ceiling
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +201,8 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "timings": {"extract_seconds": round(extract_seconds, 3), **{f"{k}_seconds": round(v, 3) for k, v in extraction.seconds.items()},
                     "computed": extraction.computed, "total_seconds": round(time.perf_counter() - started, 3)},
     }
-    _write_atomically(out / "config.toml", dump_config(config))
-    _write_atomically(out / "results.json", json.dumps(results, indent=2))  # last: a run is done once it exists
+    write_atomically(out / "config.toml", dump_config(config))
+    write_atomically(out / "results.json", json.dumps(results, indent=2))  # last: a run is done once it exists
     write_report(out)  # report.html, built from the files just written
     return results
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file renamed into place: a killed run never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

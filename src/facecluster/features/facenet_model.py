@@ -17,14 +17,15 @@ import hashlib
 import importlib.util
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .tf2onnx import ConversionError, convert_frozen_graph
+from facecluster.atomic import atomic_path, write_atomically
+
+from .tf2onnx import convert_frozen_graph
 
 logger = logging.getLogger(__name__)
 
@@ -114,14 +115,6 @@ def _cache_name(outputs: Sequence[str]) -> str:
     return f"facenet-{CHECKPOINT}-{SHIPPED_GRAPH_SHA256[:12]}-{tag}-c{CONVERTER_VERSION}.onnx"
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def ensure_onnx_model(outputs: Sequence[str] = DEFAULT_OUTPUTS) -> tuple[Path, str]:
     """Return the converted ONNX model, converting the shipped graph once if needed.
 
@@ -155,18 +148,11 @@ def ensure_onnx_model(outputs: Sequence[str] = DEFAULT_OUTPUTS) -> tuple[Path, s
         logger.warning("cached model %s does not match its checksum; converting it again", path)
 
     graph = verify_shipped_graph()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        started = time.perf_counter()
+    started = time.perf_counter()
+    with atomic_path(path) as tmp:
         convert_frozen_graph(graph, tmp, outputs=outputs, input_size=INPUT_SIZE)
         digest = file_sha256(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _write_text_atomically(checksum_path, f"{digest}  {path.name}\n")
+    write_atomically(checksum_path, f"{digest}  {path.name}\n")
     logger.info("converted FaceNet to ONNX in %.1f s: %s", time.perf_counter() - started, path)
     return path, digest
 

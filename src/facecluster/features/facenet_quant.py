@@ -27,13 +27,13 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from facecluster.atomic import atomic_path, write_atomically
 from facecluster.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,11 @@ def calibrate(fp32_path: Path, crops: np.ndarray, percentile: float = 99.999, ba
 
 
 def _tensors_data(table: dict):
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        TensorData,
+        TensorsData,
+    )
 
     return TensorsData(CalibrationMethod.MinMax, {
         name: TensorData(lowest=np.array(low, dtype=np.float32), highest=np.array(high, dtype=np.float32))
@@ -208,20 +212,11 @@ def ensure_int8_model(fp32_path: Path, fp32_sha256: str, calibration: Path = CAL
     if table.get("fp32_model_sha256") not in (None, fp32_sha256):
         logger.warning("the int8 calibration was measured on another fp32 model (%s); using it anyway",
                        table["fp32_model_sha256"][:12])
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        started = time.perf_counter()
+    started = time.perf_counter()
+    with atomic_path(path) as tmp:
         quantize_int8(fp32_path, tmp, table)
         digest = file_sha256(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{checksum_path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"{digest}  {path.name}\n")
-    os.replace(tmp_name, checksum_path)
+    write_atomically(checksum_path, f"{digest}  {path.name}\n")
     logger.info("quantised FaceNet to int8 in %.1f s: %s", time.perf_counter() - started, path)
     return path, digest
 

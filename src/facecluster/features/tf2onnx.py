@@ -15,8 +15,6 @@ supported (see :data:`SUPPORTED_OPS`); anything else raises
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,6 +22,8 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from facecluster.atomic import write_atomically
 
 from .tf_graph import GraphDefError, TFNode, read_graph_def
 
@@ -372,21 +372,6 @@ def _build_model(nodes: list[TFNode], outputs: Sequence[str], input_size: int) -
     return model
 
 
-def _write_atomically(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model cache is not secret
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def convert_frozen_graph(
     pb_path: str | Path,
     onnx_path: str | Path,
@@ -435,7 +420,7 @@ def convert_frozen_graph(
         model = _build_model(nodes, list(outputs), input_size)
     except ConversionError as exc:
         raise ConversionError(f"{pb_path}: {exc}") from exc
-    _write_atomically(model.SerializeToString(), onnx_path)
+    write_atomically(onnx_path, model.SerializeToString())
     logger.info("converted %s -> %s (outputs %s)", pb_path, onnx_path, ", ".join(outputs))
     return onnx_path
 
@@ -452,5 +437,5 @@ def convert_graph_nodes(nodes: Sequence, onnx_path: str | Path, outputs: Sequenc
     if not outputs:
         raise ConversionError("at least one output is needed")
     model = _build_model(list(nodes), list(outputs), input_size)
-    _write_atomically(model.SerializeToString(), Path(onnx_path))
+    write_atomically(Path(onnx_path), model.SerializeToString())
     return Path(onnx_path)

@@ -17,15 +17,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from facecluster.atomic import atomic_path, write_atomically
 from facecluster.config import ConfigError
 from facecluster.features.base import check_crops
 from facecluster.features.facenet_model import (
-    CONVERTER_VERSION, INPUT_SIZE, _write_text_atomically, file_sha256, model_cache_dir, verify_shipped_graph)
+    CONVERTER_VERSION,
+    INPUT_SIZE,
+    file_sha256,
+    model_cache_dir,
+    verify_shipped_graph,
+)
 from facecluster.features.tf2onnx import convert_graph_nodes
 from facecluster.features.tf_graph import TFNode, read_graph_def
 from facecluster.features.weights_io import WeightsFileError, read_weights
@@ -218,16 +223,10 @@ def build_model(weights_path: Path, weights_sha256: str) -> tuple[Path, str]:
     layers = graph_layers(nodes)
     weights = checkpoint_weights(fmt, raw, layers, str(weights_path))
     nodes = fold_into_graph(nodes, weights, layers, str(weights_path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         convert_graph_nodes(nodes, tmp, outputs=("embeddings", "bottleneck"), input_size=INPUT_SIZE)
         digest = file_sha256(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    _write_text_atomically(checksum, f"{digest}  {path.name}\n")
+    write_atomically(checksum, f"{digest}  {path.name}\n")
     return path, digest
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from facecluster.atomic import write_atomically
 from facecluster.report.thumbnails import THUMBNAIL_SIZE, face_thumbnails, file_data_uri
 
 log = logging.getLogger(__name__)
@@ -218,9 +218,7 @@ def write_report(run_dir: Path, results: dict | None = None, root: Path | None =
     run_dir = Path(run_dir)
     html = build_report(run_dir, results, root)
     path = run_dir / REPORT_NAME
-    partial = path.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
     # File names that are not UTF-8 reach here as lone surrogates: written as visible escapes.
-    partial.write_bytes(html.encode("utf-8", "backslashreplace"))
-    partial.replace(path)
+    write_atomically(path, html.encode("utf-8", "backslashreplace"))
     log.info("report: %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
