@@ -6,9 +6,11 @@ other face?), and agreement of the study preset's cluster assignments (PCA 2-D f
 train, Mean-Shift and BIRCH as in ``--preset study``, clusters matched one-to-one) — when
 the study is re-run on the reduced-precision features, when the fp32 run's fitted models
 assign them, and, as a noise floor, when it is re-run on fp32 features moved by random
-noise of the same mean cosine (BIRCH with threshold 0.08 on 2-D PCA flips on far less). Faces
-are facecluster's own MTCNN crops of every dev image; the int8 calibration used 128 train
-crops, so the valid split is also reported alone.
+noise of the same mean cosine. Then, once, how reproducible the study's re-run is with no
+reduced precision at all: the same fp32 graph in OpenCV's cv2.dnn, the same fp32 features
+in another train order, and fp32 features plus noise of growing size (BIRCH with threshold
+0.08 on 2-D PCA flips on very little). Faces are facecluster's own MTCNN crops of every dev
+image; the int8 calibration used 128 train crops, so the valid split is also reported alone.
 
     python benchmarks/fidelity.py [--precision int8] [--limit N]
 
@@ -32,6 +34,8 @@ from facecluster.reduce import make_reducer
 
 GOALS = {"cosine_mean": 0.995, "cosine_worst": 0.98, "nearest_neighbour_agreement": 0.95,
          "cluster_agreement": 0.99}
+#: Mean cosines to fp32 at which the study's re-run is tried on noisy fp32 features.
+NOISE_LEVELS = (0.9999999, 0.999999, 0.99999, 0.9999, 0.999)
 
 
 def nearest_neighbours(vectors: np.ndarray) -> np.ndarray:
@@ -49,17 +53,22 @@ def matched_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(table[rows, cols].sum() / len(a))
 
 
-def study_clusters(features: np.ndarray, train: np.ndarray, also: np.ndarray | None = None):
+def study_clusters(features: np.ndarray, train: np.ndarray, also: np.ndarray | None = None,
+                   order_seed: int | None = None):
     """The study preset's clusters of every face (fitted on train, as the pipeline does).
 
     With ``also``, the same fitted models (PCA and clusterers) also assign those features.
+    With ``order_seed``, the train rows reach the clusterers in that seed's shuffled order.
     """
     config = build_config("study")
     reducer = make_reducer(config.reduce, seed=config.seed).fit(features[train])
     reduced = reducer.transform(features)
+    fit_rows = np.flatnonzero(train)
+    if order_seed is not None:
+        fit_rows = np.random.default_rng(order_seed).permutation(fit_rows)
     clusters, assigned = {}, {}
     for name, method in config.methods.items():
-        model = make_clusterer(method.algorithm, method.params, seed=config.seed).fit(reduced[train])
+        model = make_clusterer(method.algorithm, method.params, seed=config.seed).fit(reduced[fit_rows])
         clusters[name] = model.predict(reduced)
         if also is not None:
             assigned[name] = model.predict(reducer.transform(also))
@@ -72,6 +81,34 @@ def with_noise(reference: np.ndarray, cosine_mean: float, seed: int = 0) -> np.n
     sigma = np.sqrt(2 * (1 - cosine_mean) / reference.shape[1])
     noisy = reference + rng.normal(0, sigma, reference.shape)
     return noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+
+
+def reproducibility(reference: np.ndarray, crops: np.ndarray, train: np.ndarray, batch_size: int) -> dict:
+    """How far the study's clusters move when nothing about the features' precision changes.
+
+    The re-run agreement of a reduced-precision model can be read only against these: the
+    same fp32 graph run by another fp32 implementation (OpenCV's cv2.dnn instead of ONNX
+    Runtime), the same fp32 features given to the clusterers in another order (BIRCH's tree
+    depends on it), and fp32 features moved by random noise of growing size.
+    """
+    def agreement(other: dict) -> dict:
+        return {name: matched_agreement(ref_clusters[name], other[name]) for name in ref_clusters}
+
+    ref_clusters = study_clusters(reference, train)
+    opencv = FaceNetEmbedder(backend="opencv", batch_size=batch_size).embed(crops)
+    cosine = np.sum(reference * opencv, axis=1) / np.linalg.norm(opencv, axis=1)
+    result = {
+        "fp32_opencv": {"cosine_worst": float(cosine.min()),
+                        "max_abs_difference": float(np.abs(reference - opencv).max()),
+                        "agreement": agreement(study_clusters(opencv, train))},
+        "train_order": [agreement(study_clusters(reference, train, order_seed=seed)) for seed in range(5)],
+        "noise": [],
+    }
+    for level in NOISE_LEVELS:
+        runs = [agreement(study_clusters(with_noise(reference, level, seed), train)) for seed in range(3)]
+        result["noise"].append({"cosine_mean": level,
+                                "agreement": {name: float(np.mean([r[name] for r in runs])) for name in ref_clusters}})
+    return result
 
 
 def embed(embedder: FaceNetEmbedder, crops: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -139,11 +176,22 @@ def main() -> None:
                      *(f"{clusters[m]['agreement']:.3f} / {clusters[m]['same_fit_agreement']:.3f} / "
                        f"{clusters[m]['noise_floor_agreement']:.3f}" for m in ("meanshift", "birch")),
                      f"{rate:.0f}", f"{cpu_rate:.0f}"])
-    path = write_results("fidelity", {"faces": int(len(crops)), "goals": GOALS, "precisions": results})
+    floor = reproducibility(reference, crops, split == "train", args.batch_size)
+    path = write_results("fidelity", {"faces": int(len(crops)), "goals": GOALS, "precisions": results,
+                                      "fp32_reproducibility": floor})
     print_table(["precision", "cosine mean", "cosine worst", "NN agreement",
                  "Mean-Shift agreement (re-run / same fit / noise floor)", "BIRCH agreement (same)",
                  "faces/s", "faces/CPU-s"], rows)
     print(f"goals: {GOALS}")
+    print("\nThe study re-run on features that are not reduced-precision (agreement with the fp32 run):")
+    floor_rows = [["fp32 in OpenCV cv2.dnn (max abs diff "
+                   f"{floor['fp32_opencv']['max_abs_difference']:.1e})",
+                   *(f"{floor['fp32_opencv']['agreement'][m]:.3f}" for m in ("meanshift", "birch"))]]
+    floor_rows += [["same fp32 features, train rows shuffled (5 orders, worst)",
+                    *(f"{min(o[m] for o in floor['train_order']):.3f}" for m in ("meanshift", "birch"))]]
+    floor_rows += [[f"fp32 + noise, mean cosine {n['cosine_mean']} (3 draws, mean)",
+                    *(f"{n['agreement'][m]:.3f}" for m in ("meanshift", "birch"))] for n in floor["noise"]]
+    print_table(["features", "Mean-Shift agreement", "BIRCH agreement"], floor_rows)
     print(f"written: {path}")
 
 
