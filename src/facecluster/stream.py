@@ -265,7 +265,7 @@ class StreamingMeanShift(_Streaming):
         self.bandwidth_ = float(bandwidth)
         seeds = self._bin_seeds(source)
         means, counts, self.n_iter_ = self._shift(source, seeds.astype(np.float64))
-        self.cluster_centers_ = _merge_centres(means, counts, self.bandwidth_)
+        self.cluster_centers_ = merge_centres(means, counts, self.bandwidth_)
         self.n_features_in_ = self.cluster_centers_.shape[1]
         self.n_clusters_ = len(self.cluster_centers_)
         return self
@@ -336,7 +336,7 @@ def _sums_within(source: Source, centres: np.ndarray, radius: float):
     return sums, counts
 
 
-def _merge_centres(means: np.ndarray, counts: np.ndarray, bandwidth: float) -> np.ndarray:
+def merge_centres(means: np.ndarray, counts: np.ndarray, bandwidth: float) -> np.ndarray:
     """scikit-learn's post-processing: strongest centres first, drop any within the bandwidth of a kept one."""
     intensity = {tuple(m.tolist()): int(c) for m, c in zip(means, counts) if c > 0}
     if not intensity:

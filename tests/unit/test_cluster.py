@@ -87,3 +87,18 @@ def test_quantile_mean_shift_falls_back_from_bin_seeding_when_no_seed_is_near():
         MeanShift(bandwidth=estimate_bandwidth(X, quantile=0.9, random_state=0), bin_seeding=True).fit(X)
     model = QuantileMeanShift(quantile=0.9, bin_seeding=True).fit(X)
     np.testing.assert_array_equal(model.labels_, QuantileMeanShift(quantile=0.9).fit(X).labels_)
+
+
+@pytest.mark.parametrize("bin_seeding", [False, True])
+@pytest.mark.parametrize("cluster_all", [True, False])
+@pytest.mark.parametrize("n_features, quantile", [(2, 0.0855), (3, 0.15), (5, 0.1)])
+def test_quantile_mean_shift_gives_exactly_scikit_learns_mean_shift(bin_seeding, cluster_all, n_features, quantile):
+    # The seeds are shifted all at once; centres, labels and iterations must still be scikit-learn's, bit for bit.
+    X, _ = make_blobs(600, n_features=n_features, centers=5, cluster_std=1.5, random_state=n_features)
+    X = np.vstack([X, X[:40]])  # duplicated points give seeds with equal means and counts
+    ours = QuantileMeanShift(quantile=quantile, bin_seeding=bin_seeding, cluster_all=cluster_all).fit(X)
+    theirs = MeanShift(bandwidth=ours.bandwidth_, bin_seeding=bin_seeding, cluster_all=cluster_all).fit(X)
+    assert len(theirs.cluster_centers_) > 1
+    np.testing.assert_array_equal(ours.cluster_centers_, theirs.cluster_centers_)
+    np.testing.assert_array_equal(ours.labels_, theirs.labels_)
+    assert ours.n_iter_ == theirs.n_iter_
