@@ -102,3 +102,14 @@ def test_quantile_mean_shift_gives_exactly_scikit_learns_mean_shift(bin_seeding,
     np.testing.assert_array_equal(ours.cluster_centers_, theirs.cluster_centers_)
     np.testing.assert_array_equal(ours.labels_, theirs.labels_)
     assert ours.n_iter_ == theirs.n_iter_
+
+
+def test_mean_shift_in_small_query_blocks_gives_the_same_clusters(monkeypatch):
+    import facecluster.cluster
+
+    X, _ = make_blobs(500, n_features=2, centers=4, cluster_std=1.5, random_state=1)
+    whole = QuantileMeanShift(quantile=0.0855).fit(X)
+    monkeypatch.setattr(facecluster.cluster, "NEIGHBOUR_BUDGET", 500 * 7)  # 7 seeds per query
+    blocked = QuantileMeanShift(quantile=0.0855).fit(X)
+    np.testing.assert_array_equal(whole.cluster_centers_, blocked.cluster_centers_)
+    np.testing.assert_array_equal(whole.labels_, blocked.labels_)
