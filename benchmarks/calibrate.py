@@ -54,7 +54,8 @@ def sensitivity(fp32_path: Path, table: dict, crops: np.ndarray, reference: np.n
             cosine = np.sum(vectors * reference, axis=1)
             clusters = study_clusters(vectors, train)
             rows.append([group, float(1 - cosine.mean()), f"{cosine.min():.5f}",
-                         *(f"{matched_agreement(reference_clusters[m], clusters[m]):.3f}" for m in ("meanshift", "birch"))])
+                         *(f"{matched_agreement(reference_clusters[m], clusters[m]):.3f}"
+                           for m in ("meanshift", "birch"))])
             print(rows[-1], flush=True)
     return rows
 

@@ -31,7 +31,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from facecluster.stream import StreamingBirch, StreamingMeanShift, StreamingMiniBatchKMeans, merge_centres
 
-
 #: Neighbour indices one batched query may return at most (int64: 128 MiB).
 NEIGHBOUR_BUDGET = 1 << 24
 

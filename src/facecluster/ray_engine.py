@@ -64,6 +64,13 @@ class _FaceEmbedder:
     """A Ray actor's work: load the detector and the model once, then read, detect, crop, embed."""
 
     def __init__(self, faces_config: dict, extractor):
+        import ray
+
+        from facecluster.features.facenet_model import THREADS_ENV
+
+        # ONNX Runtime would start a thread per core of the node; this actor was given fewer.
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        os.environ.setdefault(THREADS_ENV, str(max(1, int(cpus))))
         self.faces_config = FacesConfig.model_validate(faces_config)
         _init_worker(self.faces_config)
         self.extractor = extractor

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
-from sklearn.cluster import MeanShift, estimate_bandwidth
+from sklearn.cluster import AgglomerativeClustering, MeanShift, estimate_bandwidth
 from sklearn.datasets import make_blobs
 from sklearn.utils.estimator_checks import check_estimator
 
-from facecluster.cluster import CLUSTERERS, NearestCentroidClusterer, QuantileMeanShift, make_clusterer
-from sklearn.cluster import AgglomerativeClustering
+from facecluster.cluster import CLUSTERERS, AutoKClusterer, NearestCentroidClusterer, QuantileMeanShift, make_clusterer
 
 
 def test_quantile_mean_shift_passes_scikit_learn_checks():
@@ -45,7 +44,6 @@ def test_unknown_algorithm_and_bad_parameter_are_clear_errors():
         make_clusterer("birch", {"no_such": 1})
 
 
-from facecluster.cluster import AutoKClusterer
 
 
 def test_auto_k_clusterer_passes_scikit_learn_checks():

@@ -178,6 +178,21 @@ def standardize(faces: np.ndarray, method: str = "fixed") -> np.ndarray:
     raise ValueError(f"standardization must be one of {STANDARDIZATIONS}, not {method!r}")
 
 
+#: Caps the threads one model's inference uses; a Ray actor sets it to the CPUs Ray gave it.
+THREADS_ENV = "FACECLUSTER_THREADS"
+
+
+def inference_threads() -> int:
+    """Intra-op threads for ONNX Runtime: ``FACECLUSTER_THREADS`` if set, else the CPUs this process may use."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class FaceNetEmbedder:
     """Embed 160x160 RGB face crops with FaceNet (checkpoint 20180408-102900, CASIA-WebFace).
 
@@ -188,7 +203,7 @@ class FaceNetEmbedder:
         ``"opencv"`` runs the original graph in ``cv2.dnn`` one image at a
         time; ``"auto"`` tries ONNX and falls back to OpenCV with a warning.
     threads : int, optional
-        Intra-op threads (default: all CPUs). For OpenCV this sets
+        Intra-op threads (default: `inference_threads`). For OpenCV this sets
         ``cv2.setNumThreads``, which is process-wide.
     output : {"embeddings", "bottleneck"}
         ``"embeddings"``: 512-d, L2-normalised. ``"bottleneck"``: the 1792-d
@@ -251,7 +266,7 @@ class FaceNetEmbedder:
 
             path, digest = ensure_int8_model(path, digest)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads or os.cpu_count() or 1
+        options.intra_op_num_threads = self.threads or inference_threads()
         options.inter_op_num_threads = 1
         # Idle threads sleep instead of spinning: worker processes detecting faces need the cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

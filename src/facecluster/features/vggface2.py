@@ -15,7 +15,6 @@ the ``.h5`` file with h5py (``pip install 'facecluster[vggface2]'``).
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from facecluster.features.facenet_model import (
     CONVERTER_VERSION,
     INPUT_SIZE,
     file_sha256,
+    inference_threads,
     model_cache_dir,
     verify_shipped_graph,
 )
@@ -279,7 +279,7 @@ class VGGFace2Features:
 
             path, self.model_sha256 = build_model(self.weights_path, self.weights_sha256)
             options = ort.SessionOptions()
-            options.intra_op_num_threads = os.cpu_count() or 1
+            options.intra_op_num_threads = inference_threads()
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return self._session
 
