@@ -15,6 +15,7 @@ Ray's start-up counted), images per second.
 
     python benchmarks/scale.py                         # 1k, 10k, 100k, 1M + extraction
     python benchmarks/scale.py --sizes 1000,10000 --no-extraction   # quick look
+    python benchmarks/scale.py --clusterers meanshift --no-extraction --merge   # re-measure one row
 
 Writes benchmarks/results/scale.json, prints a table, draws docs/scale.png.
 """
@@ -260,6 +261,8 @@ def main() -> None:
     parser.add_argument("--no-extraction", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     parser.add_argument("--png", type=Path, default=ROOT / "docs" / "scale.png")
+    parser.add_argument("--merge", action="store_true",
+                        help="Keep --out's rows for the clusterers (and extraction) not measured now")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--measure-extraction", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -279,6 +282,11 @@ def main() -> None:
             row = _child(["--measure-extraction", engine, "--dev", str(args.dev)], 3 * args.timeout, threads=None)
             print(json.dumps(row), file=sys.stderr, flush=True)
             extraction.append(row)
+    if args.merge and args.out.is_file():
+        earlier = json.loads(args.out.read_text())
+        measured = {row["clusterer"] for row in clustering}
+        clustering = [row for row in earlier["clustering"] if row["clusterer"] not in measured] + clustering
+        extraction = extraction or earlier["extraction"]
     from facecluster.pipeline import package_versions
 
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -59,24 +59,28 @@ def _scaled(table: np.ndarray, quality: int) -> np.ndarray:
     return np.clip((table * scale + 50) // 100, 1, 255)
 
 
+QUALITIES = np.arange(1, 101)
+# Sorted IJG tables at every quality: [luminance or chrominance, quality - 1, 64].
+_SORTED_IJG = np.array([[np.sort(_scaled(ref, int(q))) for q in QUALITIES]
+                        for ref in (_IJG_LUMINANCE, _IJG_CHROMINANCE)], dtype=float)
+
+
 def estimate_jpeg_quality(quantization: dict[int, list[int]]) -> tuple[int | None, bool]:
     """The IJG quality (1–100) whose tables are closest to a JPEG's, and whether they match exactly.
 
     Tables are compared as sorted values, so the zig-zag or natural order of the file does
     not matter. Files written with non-IJG tables (cameras, some editors) get the nearest
-    quality and ``exact = False``.
+    quality (the lowest, on a tie) and ``exact = False``.
     """
     if not quantization:
         return None, False
     tables = [np.sort(np.asarray(quantization[k], dtype=float)) for k in sorted(quantization)]
-    references = [_IJG_LUMINANCE, _IJG_CHROMINANCE]
-    best, best_error = None, np.inf
-    for quality in range(1, 101):
-        error = sum(np.abs(np.sort(_scaled(ref, quality)) - table).sum()
-                    for ref, table in zip(references, tables[:2]) if len(table) == 64)
-        if error < best_error:
-            best, best_error = quality, error
-    return best, bool(best_error == 0)
+    errors = np.zeros(len(QUALITIES))
+    for references, table in zip(_SORTED_IJG, tables[:2]):
+        if len(table) == 64:
+            errors += np.abs(references - table).sum(axis=1)
+    best = int(np.argmin(errors))
+    return int(QUALITIES[best]), bool(errors[best] == 0)
 
 
 def is_greyscale(image: Image.Image) -> bool:
