@@ -86,8 +86,13 @@ def measure_clustering(name: str, n: int, data_dir: Path) -> dict:
     """In a child: fit ``name`` on the n-row table and label every row; time, peak RSS, quality."""
     from sklearn.metrics import adjusted_rand_score
 
-    from facecluster.stream import (StreamingBirch, StreamingMeanShift, StreamingMiniBatchKMeans, array_source,
-                                    table_source)
+    from facecluster.stream import (
+        StreamingBirch,
+        StreamingMeanShift,
+        StreamingMiniBatchKMeans,
+        array_source,
+        table_source,
+    )
 
     table = synthetic_table(data_dir, n)
     truth = np.concatenate([_truth(s.keys) for s in table.iter_shards()])
@@ -186,7 +191,7 @@ def run_clustering(sizes, names, data_dir: Path, timeout: float) -> list[dict]:
 
 def print_table(clustering: list[dict], extraction: list[dict]) -> None:
     sizes = sorted({r["n"] for r in clustering})
-    print(f"\nclustering 512-d synthetic features: seconds / peak RSS MiB / ARI (single thread)")
+    print("\nclustering 512-d synthetic features: seconds / peak RSS MiB / ARI (single thread)")
     print(f"{'clusterer':26}" + "".join(f"{n:>24,}" for n in sizes))
     for name in dict.fromkeys(r["clusterer"] for r in clustering):
         cells = []

@@ -13,6 +13,7 @@ properties above (a spy estimator, permuted train labels, changed validation lab
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from facecluster.cluster import make_clusterer
 from facecluster.config import ReduceConfig
@@ -61,10 +62,17 @@ def fit_reducer(features: np.ndarray, usable: np.ndarray, train: np.ndarray, con
 
 def fit_clusterer(reduced: np.ndarray, usable: np.ndarray, train: np.ndarray, algorithm: str,
                   params: dict | None = None, seed: int = 0):
-    """Fit a registered clusterer on the train rows; return it and a cluster id per row (-1: unusable or noise)."""
-    model = make_clusterer(algorithm, params, seed=seed).fit(reduced[train])
-    clusters = np.full(len(reduced), -1, dtype=int)
-    clusters[usable] = model.predict(reduced[usable])
+    """Fit a registered clusterer on the train rows; return it and a cluster id per row (-1: unusable or noise).
+
+    scikit-learn runs with one thread here. On 2 free cores its OpenMP and BLAS pools saved
+    milliseconds at best (k-means on 100k × 32: 1.54 s threaded, 1.22 s single); with two other
+    processes busy they cost up to 117× (k-means on 10k × 8: 4.79 s against 0.04 s).
+    See benchmarks/cluster_threads.py.
+    """
+    with threadpool_limits(limits=1):
+        model = make_clusterer(algorithm, params, seed=seed).fit(reduced[train])
+        clusters = np.full(len(reduced), -1, dtype=int)
+        clusters[usable] = model.predict(reduced[usable])
     if hasattr(model, "labels_"):
         clusters[train] = model.labels_  # the fit's own assignment of train (e.g. HDBSCAN noise)
     return model, clusters
