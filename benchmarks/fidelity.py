@@ -12,7 +12,7 @@ in another train order, and fp32 features plus noise of growing size (BIRCH with
 0.08 on 2-D PCA flips on very little). Faces are facecluster's own MTCNN crops of every dev
 image; the int8 calibration used 128 train crops, so the valid split is also reported alone.
 
-    python benchmarks/fidelity.py [--precision int8] [--limit N]
+    python benchmarks/fidelity.py [--precision int8] [--detector mtcnn|yunet] [--limit N]
 
 Writes ``benchmarks/results/fidelity-<time>.json`` and prints a table.
 """
@@ -153,9 +153,11 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["int8"])
     parser.add_argument("--limit", type=int, default=None, help="Only the first N dev images.")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--detector", default="mtcnn", choices=["mtcnn", "yunet"],
+                        help="Whose face crops to embed (int8 was calibrated on MTCNN's).")
     args = parser.parse_args()
 
-    data = dev_crops(dev_samples(limit=args.limit), "mtcnn")
+    data = dev_crops(dev_samples(limit=args.limit), args.detector)
     crops, split = data["crops"], data["split"]
     reference_model = FaceNetEmbedder(backend="onnx", batch_size=args.batch_size)
     reference, fp32_rate, fp32_cpu_rate = embed(reference_model, crops)
@@ -177,7 +179,8 @@ def main() -> None:
                        f"{clusters[m]['noise_floor_agreement']:.3f}" for m in ("meanshift", "birch")),
                      f"{rate:.0f}", f"{cpu_rate:.0f}"])
     floor = reproducibility(reference, crops, split == "train", args.batch_size)
-    path = write_results("fidelity", {"faces": int(len(crops)), "goals": GOALS, "precisions": results,
+    path = write_results("fidelity", {"faces": int(len(crops)), "detector": args.detector, "goals": GOALS,
+                                      "precisions": results,
                                       "fp32_reproducibility": floor})
     print_table(["precision", "cosine mean", "cosine worst", "NN agreement",
                  "Mean-Shift agreement (re-run / same fit / noise floor)", "BIRCH agreement (same)",
