@@ -8,6 +8,7 @@ order is fixed while the labels change.
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_info
 
 from facecluster import cluster, protocol
 from facecluster.config import build_config
@@ -23,7 +24,8 @@ class SpyClusterer(KMeans):
     """KMeans that records what ``fit`` was given."""
 
     def fit(self, X, y=None, sample_weight=None):
-        fit_calls.append({"X": np.array(X, copy=True), "y": y})
+        fit_calls.append({"X": np.array(X, copy=True), "y": y,
+                          "threads": [pool["num_threads"] for pool in threadpool_info()]})
         return super().fit(X, sample_weight=sample_weight)
 
 
@@ -151,3 +153,11 @@ def test_cross_validated_mapping_gives_no_credit_for_memorising():
     assert protocol.cross_validated_mapping_score(one_per_image, labels) == pytest.approx(0.5)
     informative = np.where(labels == "fake", 1, 0)
     assert protocol.cross_validated_mapping_score(informative, labels) == 1.0
+
+
+def test_clusterers_fit_with_one_thread(spies):
+    # Thread pools oversubscribe a shared machine (benchmarks/cluster_threads.py): every pool is capped at 1.
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    rows = np.ones(60, dtype=bool)
+    protocol.fit_clusterer(X, rows, rows, "spy", {"n_clusters": 2})
+    assert spies[-1]["threads"] and set(spies[-1]["threads"]) == {1}
