@@ -114,6 +114,23 @@ def cache_tables(store: FeatureStore, faces_config: FacesConfig, extractor: Extr
     return face_table, feature_table
 
 
+def save_computed(face_table, feature_table, new_faces: dict, new_features: dict, computed: dict) -> None:
+    """Write the face records and vectors just computed (keyed by content hash) to the store; count them."""
+    if new_faces:
+        face_table.put(list(new_faces), np.stack(list(new_faces.values())))
+    if new_features:
+        feature_table.put(list(new_features), np.stack(list(new_features.values())))
+    computed["faces"] += len(new_faces)
+    computed["features"] += len(new_features)
+
+
+def mark_no_face(status: list[str], records: np.ndarray) -> None:
+    """An image that was read but where no face was detected (record flag 0) is ``no_face``, not ``ok``."""
+    for i, state in enumerate(status):
+        if state == "ok" and records[i, 0] == 0:
+            status[i] = "no_face"
+
+
 @dataclass
 class _Chunk:
     """One chunk in flight: which samples still need work, and the workers' results as they come."""
@@ -265,19 +282,12 @@ class _Run:
                 self.features[i] = vector
                 if samples[i].sha256:
                     new_features[samples[i].sha256] = vector
-        if new_faces:
-            self.face_table.put(list(new_faces), np.stack(list(new_faces.values())))
-        if new_features:
-            self.feature_table.put(list(new_features), np.stack(list(new_features.values())))
-        self.computed["faces"] += len(new_faces)
-        self.computed["features"] += len(new_features)
+        save_computed(self.face_table, self.feature_table, new_faces, new_features, self.computed)
         _fill_duplicates(samples, chunk.index, records, self.features, self.status, self.messages)
 
     def _result(self) -> Extraction:
         n = len(self.samples)
-        for i in range(n):
-            if self.status[i] == "ok" and self.records[i, 0] == 0:
-                self.status[i] = "no_face"
+        mark_no_face(self.status, self.records)
         dim = next((len(f) for f in self.features if f is not None), 0)
         matrix = np.full((n, dim), np.nan, dtype=np.float32)
         for i, vector in enumerate(self.features):

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facecluster.config import FacesConfig
-from facecluster.engine import Extraction, _face_job, _init_worker, cache_tables
+from facecluster.engine import Extraction, _face_job, _init_worker, cache_tables, mark_no_face, save_computed
 from facecluster.faces import RECORD_SIZE
 
 log = logging.getLogger(__name__)
@@ -210,20 +210,13 @@ class RayEngine:
                         new_faces[key] = records[i]
                     if key:
                         new_features[key] = features[i]
-                if new_faces:
-                    face_table.put(list(new_faces), np.stack(list(new_faces.values())))
-                if new_features:
-                    feature_table.put(list(new_features), np.stack(list(new_features.values())))
-                computed["faces"] += len(new_faces)
-                computed["features"] += len(new_features)
+                save_computed(face_table, feature_table, new_faces, new_features, computed)
                 bar.update(len(batch["row"]))
         for i, j in copies:  # identical files: the first one's result
             records[i], status[i], messages[i] = records[j], status[j], messages[j]
             if status[j] == "ok":
                 features[i] = features[j]
-        for i in range(n):
-            if status[i] == "ok" and records[i, 0] == 0:
-                status[i] = "no_face"
+        mark_no_face(status, records)
         return Extraction(features.result(), records, status, messages, computed, seconds)
 
     def _lookup(self, samples, face_table, feature_table, records, features, bar):
