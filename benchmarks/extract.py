@@ -119,7 +119,7 @@ def facecluster_pipeline(paths: list[str], detector: str, precision: str) -> dic
             "load_seconds": load_seconds, "stage_seconds": result.seconds, "workers": engine.workers}
 
 
-def run_pipeline(name: str, list_file: Path, passive_openmp: bool = True) -> dict:
+def run_pipeline(name: str, list_file: Path, passive_openmp: bool = False) -> dict:
     """One pipeline in its own process: its throughput, CPU time and peak memory (process tree)."""
     if name == BASELINE:
         command = [str(ensure_fpt_venv()), str(REPO / "benchmarks" / "_fpt_worker.py"), str(list_file), "32"]
@@ -127,8 +127,8 @@ def run_pipeline(name: str, list_file: Path, passive_openmp: bool = True) -> dic
         command = [sys.executable, __file__, "--worker", name, str(list_file)]
     environment = dict(os.environ)
     if name == BASELINE and passive_openmp:
-        # torch's OpenMP threads busy-wait by default; on a machine shared with other work that
-        # collapses its speed several-fold. Passive waiting is its best setting here: give it that.
+        # torch's OpenMP threads busy-wait by default: its best setting on free cores (28.6 against
+        # 20.3 img/s here), but on a machine shared with other work it collapses several-fold.
         environment["OMP_WAIT_POLICY"] = "PASSIVE"
     cpu_before = cpu_seconds()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
@@ -228,8 +228,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
     parser.add_argument("--embed-faces", type=int, default=512, help="Faces for the embed-stage measurement.")
-    parser.add_argument("--torch-default-openmp", action="store_true",
-                        help="Run facenet-pytorch with OpenMP's default busy-waiting (slow on a busy machine).")
+    parser.add_argument("--torch-passive-openmp", action="store_true",
+                        help="Run facenet-pytorch with OMP_WAIT_POLICY=PASSIVE: slower on free cores, "
+                             "far faster when other work shares them.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("list_file", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -255,7 +256,7 @@ def main() -> None:
         for round_number in range(args.rounds):
             order = args.pipelines if round_number % 2 == 0 else list(reversed(args.pipelines))
             for name in order:
-                result = run_pipeline(name, list_file, passive_openmp=not args.torch_default_openmp)
+                result = run_pipeline(name, list_file, passive_openmp=args.torch_passive_openmp)
                 runs[name].append(result)
                 print(f"round {round_number + 1} {name}: {result['images_per_second']:.1f} img/s, "
                       f"peak {result['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
@@ -278,7 +279,7 @@ def main() -> None:
     crops = dev_crops(samples, "mtcnn")["crops"][: args.embed_faces]
     embed = embed_stage(crops, batch_size=64, rounds=args.rounds)
     path = write_results("extract", {"images": len(samples), "rounds": args.rounds, "pipelines": summary,
-                                     "torch_openmp_wait_policy": "default" if args.torch_default_openmp else "PASSIVE",
+                                     "torch_openmp_wait_policy": "PASSIVE" if args.torch_passive_openmp else "default",
                                      "runs": runs, "embed_stage": embed})
 
     print_table(["pipeline", "img/s", "× facenet-pytorch", "per-round ×", "peak RSS (MB)", "faces found"],
