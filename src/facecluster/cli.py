@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+import time
 import traceback
 from collections import Counter
 from pathlib import Path
@@ -159,7 +160,9 @@ def run(
         settings = with_options(settings, detector=detector, precision=precision)
         runner = make_engine(engine, workers=workers, address=address)
         out = out or new_run_dir()
+        started = time.perf_counter()
         results = run_pipeline(data, settings, out, store=FeatureStore(cache_dir), engine=runner, progress=not quiet)
+        seconds = time.perf_counter() - started
     except (ConfigError, DatasetError) as error:
         _fail(str(error))
     except KeyboardInterrupt:
@@ -179,6 +182,9 @@ def run(
     err_console.print(f"features: {features['extractor']}{model}; "
                       f"computed {computed['features']} of {results['dataset']['n_images']}, rest from cache",
                       highlight=False)
+    extract = results["timings"]["extract_seconds"]
+    rate = f", {computed['features'] / extract:.0f} img/s" if computed["features"] and extract > 0 else ""
+    err_console.print(f"time: {seconds:.1f} s in all; extraction {extract:.1f} s{rate}", highlight=False)
     _say(f"results: {display_name(out / 'results.json')}")
     _say(f"report: {display_name(out / 'report.html')}")
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,11 +36,13 @@ def test_run_writes_documented_results_and_second_run_is_cached(tiny_dataset, tm
     assert (out / "config.toml").is_file()
     assert "meanshift" in first.stdout and "birch" in first.stdout
     assert results["timings"]["computed"]["features"] == 36
+    assert re.search(r"^time: [\d.]+ s in all; extraction [\d.]+ s, \d+ img/s$", first.stderr, re.MULTILINE)
 
     second = facecluster("run", tiny_dataset, "--out", tmp_path / "run2", "--cache-dir", tmp_path / "cache", "-q")
     assert second.returncode == 0, second.stderr
     again = json.loads((tmp_path / "run2" / "results.json").read_text())
     assert again["timings"]["computed"] == {"faces": 0, "features": 0}
+    assert re.search(r"^time: [\d.]+ s in all; extraction [\d.]+ s$", second.stderr, re.MULTILINE)  # no rate
     assert again["features"]["model_sha256"] == results["features"]["model_sha256"]  # named even when cached
     assert again["methods"]["birch"]["scores"] == results["methods"]["birch"]["scores"]
 
