@@ -13,6 +13,7 @@ Writes ``benchmarks/results/cluster_threads-<time>.json`` and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import time
@@ -32,10 +33,7 @@ def fit_seconds(name: str, X: np.ndarray, one_thread: bool, repeats: int) -> flo
     best = np.inf
     for _ in range(repeats):
         started = time.perf_counter()
-        if one_thread:
-            with threadpool_limits(limits=1):
-                make_clusterer(name, CLUSTERERS[name]).fit(X)
-        else:
+        with threadpool_limits(limits=1) if one_thread else contextlib.nullcontext():
             make_clusterer(name, CLUSTERERS[name]).fit(X)
         best = min(best, time.perf_counter() - started)
     return best

@@ -23,13 +23,19 @@ from sklearn.cluster import (
     estimate_bandwidth,
     get_bin_seeds,
 )
-from sklearn.metrics import pairwise_distances_argmin, pairwise_distances_argmin_min
+from sklearn.metrics import pairwise_distances_argmin
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from facecluster.stream import StreamingBirch, StreamingMeanShift, StreamingMiniBatchKMeans, merge_centres
+from facecluster.stream import (
+    StreamingBirch,
+    StreamingMeanShift,
+    StreamingMiniBatchKMeans,
+    merge_centres,
+    nearest_centre,
+)
 
 #: Neighbour indices one batched query may return at most (int64: 128 MiB).
 NEIGHBOUR_BUDGET = 1 << 24
@@ -147,14 +153,8 @@ class QuantileMeanShift(ClusterMixin, BaseEstimator):
             means, counts, self.n_iter_ = shift_seeds(X, X, self.bandwidth_)
         self.cluster_centers_ = merge_centres(means, counts, self.bandwidth_)
         self.n_clusters_ = len(self.cluster_centers_)
-        self.labels_ = self._assign(X)
+        self.labels_ = nearest_centre(X, self.cluster_centers_, self.bandwidth_, self.cluster_all)
         return self
-
-    def _assign(self, X):
-        labels, distances = pairwise_distances_argmin_min(X, self.cluster_centers_)
-        if not self.cluster_all:
-            labels[distances > self.bandwidth_] = -1
-        return labels
 
     def predict(self, X):
         """Index of the nearest cluster centre for each row of X."""

@@ -312,10 +312,7 @@ class StreamingMeanShift(_Streaming):
         return means, counts, int(iterations.max())
 
     def _predict_chunk(self, chunk):
-        labels, distances = pairwise_distances_argmin_min(chunk, self.cluster_centers_)
-        if not self.cluster_all:
-            labels[distances > self.bandwidth_] = -1
-        return labels
+        return nearest_centre(chunk, self.cluster_centers_, self.bandwidth_, self.cluster_all)
 
 
 def _sums_within(source: Source, centres: np.ndarray, radius: float):
@@ -350,6 +347,14 @@ def merge_centres(means: np.ndarray, counts: np.ndarray, bandwidth: float) -> np
             unique[near] = False
             unique[i] = True
     return centres[unique]
+
+
+def nearest_centre(X, centres: np.ndarray, bandwidth: float, cluster_all: bool = True) -> np.ndarray:
+    """Mean-Shift's labels: each row's nearest centre; without ``cluster_all``, -1 beyond the bandwidth."""
+    labels, distances = pairwise_distances_argmin_min(X, centres)
+    if not cluster_all:
+        labels[distances > bandwidth] = -1
+    return labels
 
 
 def fit_transform_chunked(reducer, X, fit_rows, transform_rows, chunk_rows: int = CHUNK_ROWS):

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -137,23 +137,34 @@ def ensure_onnx_model(outputs: Sequence[str] = DEFAULT_OUTPUTS) -> tuple[Path, s
         Hex SHA256 of that file.
     """
     outputs = tuple(outputs)
-    path = model_cache_dir() / _cache_name(outputs)
+
+    def convert(tmp: Path) -> None:
+        convert_frozen_graph(verify_shipped_graph(), tmp, outputs=outputs, input_size=INPUT_SIZE)
+
+    return cached_model_file(model_cache_dir() / _cache_name(outputs), convert, "FaceNet ONNX model")
+
+
+def cached_model_file(path: Path, build: Callable[[Path], None], what: str) -> tuple[Path, str]:
+    """``path`` and its SHA-256, reused while the checksum file beside it matches; made again otherwise.
+
+    ``build(tmp)`` writes the model into a temporary file that replaces ``path`` only once
+    complete; the checksum file (``<name>.sha256``) is written after it. ``what`` names the
+    model in the log. Used by every model facecluster derives into the model cache.
+    """
     checksum_path = path.with_name(path.name + ".sha256")
     if path.is_file() and checksum_path.is_file():
         expected = checksum_path.read_text().split()[0] if checksum_path.stat().st_size else ""
         actual = file_sha256(path)
         if actual == expected:
-            logger.debug("reusing cached model %s", path)
+            logger.debug("reusing cached %s %s", what, path)
             return path, actual
-        logger.warning("cached model %s does not match its checksum; converting it again", path)
-
-    graph = verify_shipped_graph()
+        logger.warning("cached %s %s does not match its checksum; making it again", what, path)
     started = time.perf_counter()
     with atomic_path(path) as tmp:
-        convert_frozen_graph(graph, tmp, outputs=outputs, input_size=INPUT_SIZE)
+        build(tmp)
         digest = file_sha256(tmp)
     write_atomically(checksum_path, f"{digest}  {path.name}\n")
-    logger.info("converted FaceNet to ONNX in %.1f s: %s", time.perf_counter() - started, path)
+    logger.info("made the %s in %.1f s: %s", what, time.perf_counter() - started, path)
     return path, digest
 
 

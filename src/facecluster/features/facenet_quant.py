@@ -28,12 +28,10 @@ import inspect
 import json
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from facecluster.atomic import atomic_path, write_atomically
 from facecluster.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -198,27 +196,18 @@ def ensure_int8_model(fp32_path: Path, fp32_sha256: str, calibration: Path = CAL
     path : Path
     sha256 : str
     """
-    from facecluster.features.facenet_model import file_sha256
+    from facecluster.features.facenet_model import cached_model_file
 
     table = load_calibration(calibration)
     path = fp32_path.with_name(f"{fp32_path.stem}-int8-q{QUANTIZER_VERSION}-{table_digest(table)}.onnx")
-    checksum_path = path.with_name(path.name + ".sha256")
-    if path.is_file() and checksum_path.is_file():
-        expected = checksum_path.read_text().split()[0] if checksum_path.stat().st_size else ""
-        actual = file_sha256(path)
-        if actual == expected:
-            return path, actual
-        logger.warning("cached int8 model %s does not match its checksum; quantising again", path)
-    if table.get("fp32_model_sha256") not in (None, fp32_sha256):
-        logger.warning("the int8 calibration was measured on another fp32 model (%s); using it anyway",
-                       table["fp32_model_sha256"][:12])
-    started = time.perf_counter()
-    with atomic_path(path) as tmp:
+
+    def quantize(tmp: Path) -> None:
+        if table.get("fp32_model_sha256") not in (None, fp32_sha256):
+            logger.warning("the int8 calibration was measured on another fp32 model (%s); using it anyway",
+                           table["fp32_model_sha256"][:12])
         quantize_int8(fp32_path, tmp, table)
-        digest = file_sha256(tmp)
-    write_atomically(checksum_path, f"{digest}  {path.name}\n")
-    logger.info("quantised FaceNet to int8 in %.1f s: %s", time.perf_counter() - started, path)
-    return path, digest
+
+    return cached_model_file(path, quantize, "int8 FaceNet model")
 
 
 def table_digest(table: dict) -> str:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facecluster.atomic import atomic_path, write_atomically
 from facecluster.config import ConfigError
 from facecluster.features.base import check_crops
 from facecluster.features.facenet_model import (
     CONVERTER_VERSION,
     INPUT_SIZE,
+    cached_model_file,
     file_sha256,
     inference_threads,
     model_cache_dir,
@@ -212,22 +212,19 @@ def fold_into_graph(nodes: list[TFNode], weights: dict[str, np.ndarray], layers:
 def build_model(weights_path: Path, weights_sha256: str) -> tuple[Path, str]:
     """The ONNX model with the user's weights: converted once into the model cache, reused while its checksum holds."""
     path = model_cache_dir() / f"facenet-{CHECKPOINT}-{weights_sha256[:12]}-b{BUILD_VERSION}-c{CONVERTER_VERSION}.onnx"
-    checksum = path.with_name(path.name + ".sha256")
-    if path.is_file() and checksum.is_file() and checksum.read_text().split()[:1] == [file_sha256(path)]:
-        return path, file_sha256(path)
-    try:
-        fmt, raw = read_weights(weights_path)
-    except WeightsFileError as error:
-        raise VGGFace2WeightsError(str(error)) from None
-    nodes = read_graph_def(verify_shipped_graph())
-    layers = graph_layers(nodes)
-    weights = checkpoint_weights(fmt, raw, layers, str(weights_path))
-    nodes = fold_into_graph(nodes, weights, layers, str(weights_path))
-    with atomic_path(path) as tmp:
+
+    def convert(tmp: Path) -> None:
+        try:
+            fmt, raw = read_weights(weights_path)
+        except WeightsFileError as error:
+            raise VGGFace2WeightsError(str(error)) from None
+        nodes = read_graph_def(verify_shipped_graph())
+        layers = graph_layers(nodes)
+        weights = checkpoint_weights(fmt, raw, layers, str(weights_path))
+        nodes = fold_into_graph(nodes, weights, layers, str(weights_path))
         convert_graph_nodes(nodes, tmp, outputs=("embeddings", "bottleneck"), input_size=INPUT_SIZE)
-        digest = file_sha256(tmp)
-    write_atomically(checksum, f"{digest}  {path.name}\n")
-    return path, digest
+
+    return cached_model_file(path, convert, "FaceNet model with the VGGFace2 weights")
 
 
 class VGGFace2Features:
