@@ -1,3 +1,4 @@
+import logging
 import os
 
 import pytest
@@ -11,6 +12,8 @@ def test_inference_threads_follow_the_environment_cap(monkeypatch):
 
 
 @pytest.mark.parametrize("value", ["", "0", "-2", "many"])
-def test_inference_threads_ignore_a_cap_that_is_not_a_positive_number(monkeypatch, value):
+def test_inference_threads_ignore_a_cap_that_is_not_a_positive_number(monkeypatch, caplog, value):
     monkeypatch.setenv(THREADS_ENV, value)
-    assert inference_threads() == len(os.sched_getaffinity(0))
+    with caplog.at_level(logging.WARNING, logger="facecluster.features.facenet_model"):
+        assert inference_threads() == len(os.sched_getaffinity(0))
+    assert (f"{THREADS_ENV}={value!r} is not a positive whole number" in caplog.text) == bool(value)

@@ -198,6 +198,8 @@ def inference_threads() -> int:
     value = os.environ.get(THREADS_ENV, "").strip()
     if value.isdigit() and int(value) > 0:
         return int(value)
+    if value:
+        logger.warning("%s=%r is not a positive whole number; ignored (unset it, or give e.g. 2)", THREADS_ENV, value)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
