@@ -1,0 +1,11 @@
+"""Errors a user can act on: one base, one line each, naming the file or key and the fix."""
+
+from __future__ import annotations
+
+
+class FaceclusterError(Exception):
+    """Base of every error the user can act on; the command line prints its message as one line."""
+
+
+class ModelError(FaceclusterError, ValueError):
+    """A saved model cannot be used: damaged, tampered with, of another version, or for other features."""
