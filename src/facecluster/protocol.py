@@ -24,35 +24,38 @@ from facecluster.evaluate import (
     score,
     silhouette,
 )
+from facecluster.features.combine import standardize_families
+from facecluster.records import USABLE
 from facecluster.reduce import make_reducer
+from facecluster.stream import fit_transform_chunked
 
 SPLIT_ORDER = ("train", "valid", "test")
 
 
-def _with_family_standardizer(reducer, extractor):
-    """Put the per-family standardisation of combined features (``a+b``) first, when the build has it."""
-    try:
-        from facecluster.features.combine import standardize_families
-    except ImportError:  # a build without feature combinations
-        return reducer
-    return standardize_families(reducer, extractor)
+def usable_rows(status, features: np.ndarray) -> np.ndarray:
+    """Rows that can be reduced and clustered: a usable status and every feature finite."""
+    return np.array([s in USABLE for s in status], dtype=bool) & np.isfinite(features).all(axis=1)
 
 
 def fit_reducer(features: np.ndarray, usable: np.ndarray, train: np.ndarray, config: ReduceConfig, seed: int = 0,
-                extractor=None):
+                blocks=None):
     """Fit the reducer on the train rows' features; return it and every usable row reduced (NaN elsewhere).
 
-    With ``extractor`` given, combined feature families are standardised per family first
-    (fitted on train, as part of the reducer).
+    PCA keeps at most as many components as there are train rows and features. With
+    ``blocks`` (the column ranges of combined feature families, ``a+b``) each family is
+    standardised first (fitted on train, as part of the reducer). With
+    ``config.incremental`` every step is fitted chunk by chunk (`fit_transform_chunked`),
+    never on a copy of the whole feature matrix.
     """
     n_components = config.n_components
     if n_components is not None:
-        # PCA cannot keep more components than train rows or features; keep what exists.
         n_components = min(n_components, int(train.sum()), features.shape[1])
         config = config.model_copy(update={"n_components": n_components})
     reducer = make_reducer(config, seed=seed)
-    if extractor is not None:
-        reducer = _with_family_standardizer(reducer, extractor)
+    if blocks:
+        reducer = standardize_families(reducer, blocks)
+    if config.incremental:
+        return fit_transform_chunked(reducer, features, train, usable)
     reducer.fit(features[train])
     width = reducer.transform(features[train][:1]).shape[1]
     reduced = np.full((len(features), width), np.nan)

@@ -22,16 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from facecluster.cluster import n_clusters_of
-from facecluster.config import Config, ConfigError, FacesConfig, ReduceConfig, build_config, dump_config, read_toml
+from facecluster.config import Config, ConfigError, FacesConfig, MethodConfig, ReduceConfig, build_config, dump_config, read_toml
 from facecluster.dataset import Dataset
-from facecluster.evaluate import silhouette
-from facecluster.protocol import cross_validated_mapping_score, fit_clusterer, fit_reducer, score_splits, train_mapping
+from facecluster.model import fit_and_evaluate
+from facecluster.protocol import usable_rows
 from facecluster.supervised import supervised_ceiling
 
 log = logging.getLogger(__name__)
-
-USABLE = ("ok", "no_face")
 
 SELECTION_CRITERIA = {
     # Balanced accuracy on train of the train-majority mapping, cross-validated over train folds
@@ -199,36 +196,30 @@ def _spearman(a: list[float], b: list[float]) -> float | None:
     return None if not np.isfinite(value) else float(value)
 
 
-def _run_one(reduced, usable, train, labels, splits, reduce_cfg, name, algorithm, params, grid, features_name, crop):
-    row: dict[str, Any] = {"features": features_name, "crop": crop, "standardize": reduce_cfg.standardize,
-                           "n_components": reduce_cfg.n_components, "method": name, "algorithm": algorithm,
-                           "params": params}
-    started = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, clusters = fit_clusterer(reduced, usable, train, algorithm, params, seed=grid.base.seed)
-    except (ValueError, MemoryError, np.linalg.LinAlgError) as error:
-        row["error"] = f"{type(error).__name__}: {error}"
-        return row
-    mapping, _, default = train_mapping(clusters, labels, train)
-    scores = score_splits(labels, splits, usable, clusters, mapping, default, None,
-                          n_resamples=grid.bootstrap_resamples, seed=grid.base.seed)
-    row["n_clusters"] = n_clusters_of(model, clusters[train])
-    if hasattr(model, "n_clusters_") and params.get("n_clusters") == "auto":
-        row["auto_n_clusters"] = int(model.n_clusters_)
-    row["train"] = {
-        "silhouette": silhouette(reduced[train], clusters[train], max_points=2000, seed=grid.base.seed),
-        "cv_mapping_balanced_accuracy": cross_validated_mapping_score(clusters[train], labels[train], seed=grid.base.seed),
-        "balanced_accuracy": scores["train"]["balanced_accuracy"],
-    }
-    for split, result in scores.items():
-        if split != "train":
-            row[split] = {k: result[k] for k in ("balanced_accuracy", "accuracy", "ari", "nmi", "purity") if k in result}
-            if "ci" in result:
-                row[split]["ci"] = result["ci"]
-    row["seconds"] = round(time.perf_counter() - started, 3)
-    return row
+def _rows_of(evaluation: dict, variants: list[tuple[str, str, dict]], reduce_cfg: ReduceConfig,
+             features_name: str, crop: str) -> list[dict]:
+    """One leaderboard row per method variant, from the one evaluation (`model.fit_and_evaluate`)."""
+    rows = []
+    for key, (name, algorithm, params) in zip(evaluation["methods"], variants):
+        result = evaluation["methods"][key]
+        row: dict[str, Any] = {"features": features_name, "crop": crop, "standardize": reduce_cfg.standardize,
+                               "n_components": reduce_cfg.n_components, "method": name, "algorithm": algorithm,
+                               "params": params}
+        if "error" in result:
+            rows.append({**row, "error": result["error"]})
+            continue
+        scores = result["scores"]
+        row["n_clusters"] = result["n_clusters"]
+        if "auto_n_clusters" in result:
+            row["auto_n_clusters"] = result["auto_n_clusters"]
+        row["train"] = {**result["train_criteria"], "balanced_accuracy": scores["train"]["balanced_accuracy"]}
+        for split, scored in scores.items():
+            if split != "train":
+                row[split] = {k: scored[k] for k in ("balanced_accuracy", "accuracy", "ari", "nmi", "purity", "ci")
+                              if k in scored}
+        row["seconds"] = result["seconds"]
+        rows.append(row)
+    return rows
 
 
 def sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool = True) -> dict:
@@ -268,7 +259,7 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
             family["skipped"] = f"{type(error).__name__}: {error}"
             log.warning("%s|%s: extraction failed: %s", features_name, crop, error)
             continue
-        usable = np.array([s in USABLE for s in extraction.status]) & np.isfinite(extraction.features).all(axis=1)
+        usable = usable_rows(extraction.status, extraction.features)
         same_as = next((other for other, (features, rows) in seen.get(features_name, {}).items()
                         if np.array_equal(rows, usable) and np.allclose(features[rows], extraction.features[usable])), None)
         seen.setdefault(features_name, {})[crop] = (extraction.features, usable)
@@ -278,7 +269,6 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
             family["skipped"] = f"the features do not depend on the crop: identical to the {same_as} crop's"
             family["same_as"] = same_as
             continue
-        train = usable & (splits == "train")
         family.update({"dim": int(extraction.features.shape[1]), "usable": int(usable.sum()),
                        "computed": extraction.computed, "extract_seconds": round(time.perf_counter() - t0, 2),
                        "supervised": supervised_ceiling(extraction.features, labels, splits, usable, seed=grid.base.seed)})
@@ -287,11 +277,15 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
         for reduce_cfg in grid.reducers():
             if reduce_cfg.n_components is not None and reduce_cfg.n_components >= extraction.features.shape[1]:
                 continue  # same as "none"
-            _, reduced = fit_reducer(extraction.features, usable, train, reduce_cfg, seed=grid.base.seed,
-                                     extractor=extractor)
-            for name, algorithm, params in grid.method_variants():
-                row = _run_one(reduced, usable, train, labels, splits, reduce_cfg, name, algorithm, params,
-                               grid, features_name, crop)
+            variants = grid.method_variants()
+            methods = {str(i): MethodConfig(algorithm=a, params=p) for i, (_, a, p) in enumerate(variants)}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, evaluation = fit_and_evaluate(extraction.features, extraction.status, labels, splits,
+                                                 reduce=reduce_cfg, methods=methods, seed=grid.base.seed,
+                                                 blocks=getattr(extractor, "blocks", None),
+                                                 n_resamples=grid.bootstrap_resamples, record_errors=True)
+            for row in _rows_of(evaluation, variants, reduce_cfg, features_name, crop):
                 row["id"] = _label(row)
                 row["supervised"] = ceiling
                 rows.append(row)

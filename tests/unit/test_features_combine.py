@@ -59,9 +59,9 @@ def test_family_standardizer_weights_every_family_equally_with_train_statistics(
 def test_standardize_families_prepends_only_for_combinations():
     reducer = make_reducer(ReduceConfig(n_components=2))
     single = make_extractor(FeaturesConfig(extractor="spectrum"))
-    assert standardize_families(reducer, single) is reducer
+    assert standardize_families(reducer, getattr(single, "blocks", None)) is reducer
     combined = make_extractor(FeaturesConfig(extractor="spectrum+geometry"))
-    steps = standardize_families(reducer, combined)
+    steps = standardize_families(reducer, combined.blocks)
     assert isinstance(steps, Pipeline) and [name for name, _ in steps.steps] == ["families", "pca"]
     assert isinstance(steps.named_steps["pca"], PCA)
 

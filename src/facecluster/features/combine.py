@@ -77,18 +77,32 @@ class FamilyStandardizer(TransformerMixin, BaseEstimator):
         self.blocks = blocks
 
     def fit(self, X, y=None):
+        for attr in ("n_samples_seen_", "sum_", "sum_squares_"):
+            self.__dict__.pop(attr, None)
+        return self.partial_fit(X)
+
+    def partial_fit(self, X, y=None):
+        """Add a chunk of rows to the running column sums (for features that do not fit in memory)."""
         X = np.asarray(X, dtype=np.float64)
         stop = max(b[2] for b in self.blocks)
         if X.shape[1] != stop:
             raise ValueError(f"features have {X.shape[1]} columns but the families cover {stop}")
-        self.mean_ = X.mean(axis=0)
-        scale = X.std(axis=0)
+        if not hasattr(self, "n_samples_seen_"):
+            self.n_samples_seen_, self.sum_, self.sum_squares_ = 0, np.zeros(stop), np.zeros(stop)
+            self.shift_ = X[0].copy()  # sums of shifted values keep the variance exact for large means
+        shifted = X - self.shift_
+        self.n_samples_seen_ += len(X)
+        self.sum_ += shifted.sum(axis=0)
+        self.sum_squares_ += (shifted ** 2).sum(axis=0)
+        mean_shifted = self.sum_ / self.n_samples_seen_
+        self.mean_ = self.shift_ + mean_shifted
+        scale = np.sqrt(np.maximum(self.sum_squares_ / self.n_samples_seen_ - mean_shifted ** 2, 0.0))
         scale[scale < 1e-12] = 1.0  # a constant column stays 0, never NaN
-        weights = np.empty(X.shape[1])
+        weights = np.empty(stop)
         for _, start, end in self.blocks:
             weights[start:end] = 1.0 / np.sqrt(end - start)
         self.scale_ = scale / weights
-        self.n_features_in_ = X.shape[1]
+        self.n_features_in_ = stop
         return self
 
     def transform(self, X):
@@ -96,9 +110,8 @@ class FamilyStandardizer(TransformerMixin, BaseEstimator):
         return (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
 
 
-def standardize_families(reducer: Pipeline, extractor) -> Pipeline:
-    """``reducer`` with a `FamilyStandardizer` first when ``extractor`` combines families, else unchanged."""
-    blocks = getattr(extractor, "blocks", None)
+def standardize_families(reducer: Pipeline, blocks) -> Pipeline:
+    """``reducer`` with a `FamilyStandardizer` first when ``blocks`` (an extractor's families) are given."""
     if not blocks:
         return reducer
     return Pipeline([("families", FamilyStandardizer(blocks)), *reducer.steps])

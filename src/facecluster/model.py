@@ -1,0 +1,317 @@
+"""The fitted pipeline: what `run`, `sweep`, the audit and scoring share.
+
+A `FaceModel` holds the learnt steps after the features: the reducer (per-family
+standardiser, scaler, PCA), one clusterer per method, and each method's cluster → label
+mapping. It follows scikit-learn's conventions: parameters in ``__init__``, work in
+`fit` (features only, never labels), fitted state in attributes ending in ``_``; the
+mapping is learnt afterwards from train labels (`name_clusters`), so labels cannot reach
+what is fitted without them.
+
+`fit_and_evaluate` is the one evaluation of a model on a dataset's splits; every
+orchestrator calls it, so the same configuration scores the same everywhere.
+
+`FaceModel.save` writes the model as data (JSON + ``.npy`` + a SHA-256 manifest, see
+`facecluster.model_io`); `FaceModel.load` executes nothing from the files.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from facecluster.cluster import n_clusters_of
+from facecluster.config import MethodConfig, ReduceConfig
+from facecluster.errors import ModelError
+from facecluster.evaluate import apply_mapping, cluster_summary
+from facecluster.model_io import decode_estimators, encode_estimators, read_bundle, write_bundle
+from facecluster.protocol import (
+    SPLIT_ORDER,
+    cross_validated_mapping_score,
+    fit_clusterer,
+    fit_reducer,
+    score_splits,
+    train_mapping,
+    usable_rows,
+)
+
+FORMAT = "facecluster-model"
+FORMAT_VERSION = 1
+MODEL_DOCUMENT = "model.json"
+
+#: What a clusterer may raise on data it cannot cluster; recorded per method when asked to.
+FIT_ERRORS = (ValueError, MemoryError, np.linalg.LinAlgError)
+
+
+class FaceModel(BaseEstimator):
+    """Reducer, clusterers and cluster → label mappings, fitted on one feature family's vectors.
+
+    Parameters
+    ----------
+    reduce : ReduceConfig
+        The reducer to fit (standardisation, PCA components, incremental fitting).
+    methods : dict of str to MethodConfig
+        The clusterers, by method name; each is fitted on the same reduced train rows.
+    seed : int
+        Random state of the reducer and the clusterers.
+    blocks : list of (family, start, stop), optional
+        Column ranges of combined feature families (``a+b``): each is standardised first.
+    features : dict, optional
+        The feature extractor's identity (``cache_identity``); a model refuses features of another.
+    faces : dict, optional
+        The face settings (detector, crop, margin) the features were computed with.
+
+    Attributes
+    ----------
+    reducer_ : sklearn Pipeline
+    clusterers_ : dict of str to estimator
+        Only the methods that could be fitted; `fit_errors_` names the others.
+    fit_errors_ : dict of str to str
+    mappings_ : dict of str to dict
+        Per method: ``mapping`` (cluster id → label), ``source`` and ``default`` label.
+    n_features_in_ : int
+    """
+
+    def __init__(self, *, reduce: ReduceConfig | None = None, methods: dict[str, MethodConfig] | None = None,
+                 seed: int = 0, blocks: list | None = None, features: dict | None = None, faces: dict | None = None):
+        self.reduce = reduce
+        self.methods = methods
+        self.seed = seed
+        self.blocks = blocks
+        self.features = features
+        self.faces = faces
+
+    # -- fitting -------------------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Fit on every row with finite features (``y`` is ignored: names come from `name_clusters`)."""
+        X = np.asarray(X, dtype=np.float32)
+        rows = np.isfinite(X).all(axis=1)
+        self.fit_rows(X, rows, rows)
+        return self
+
+    def fit_rows(self, features: np.ndarray, usable: np.ndarray, train: np.ndarray,
+                 record_errors: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Fit on the ``train`` rows; return every ``usable`` row reduced and its cluster per method.
+
+        Unusable rows are NaN in ``reduced`` and -1 in the clusters; train rows take the fit's
+        own assignment (e.g. HDBSCAN noise). With ``record_errors``, a method whose clusterer
+        fails on these data is recorded in `fit_errors_` instead of raising.
+        """
+        if int(train.sum()) < 2:
+            raise ValueError("fewer than 2 usable train rows; nothing to fit")
+        self.n_features_in_ = int(features.shape[1])
+        self.reducer_, reduced = fit_reducer(features, usable, train, self.reduce or ReduceConfig(),
+                                             seed=self.seed, blocks=self.blocks)
+        self.clusterers_, self.fit_errors_, self.mappings_ = {}, {}, {}
+        self.fit_seconds_: dict[str, float] = {}
+        clusters = {}
+        for name, method in (self.methods or {}).items():
+            started = time.perf_counter()
+            try:
+                model, clusters[name] = fit_clusterer(reduced, usable, train, method.algorithm, method.params,
+                                                      seed=self.seed)
+            except FIT_ERRORS as error:
+                if not record_errors:
+                    raise
+                self.fit_errors_[name] = f"{type(error).__name__}: {error}"
+                continue
+            self.clusterers_[name] = model
+            self.fit_seconds_[name] = time.perf_counter() - started
+        return reduced, clusters
+
+    def name_clusters(self, clusters: dict[str, np.ndarray], labels: np.ndarray, train: np.ndarray) -> "FaceModel":
+        """Learn each method's cluster → label mapping from the train rows' labels (or its manual mapping)."""
+        for name in self.clusterers_:
+            manual = self.methods[name].mapping
+            mapping, source, default = train_mapping(clusters[name], labels, train, manual)
+            self.mappings_[name] = {"mapping": mapping, "source": source, "default": default}
+        return self
+
+    def set_mapping(self, method: str, mapping: dict[int, str]) -> "FaceModel":
+        """Name ``method``'s clusters by hand (the study's way, by eye); no re-fitting."""
+        if method not in self.clusterers_:
+            raise ModelError(f"no method {method!r} in this model; it has {sorted(self.clusterers_)}")
+        default = self.mappings_.get(method, {}).get("default", "real")
+        self.mappings_[method] = {"mapping": {int(k): v for k, v in mapping.items()}, "source": "manual",
+                                  "default": default}
+        return self
+
+    # -- applying ------------------------------------------------------------------------
+
+    def _check_features(self, X) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ModelError(f"features have shape {X.shape}; this model was fitted on {self.n_features_in_} "
+                             f"columns of {(self.features or {}).get('extractor', 'unknown')} features")
+        return X, np.isfinite(X).all(axis=1)
+
+    def transform(self, X) -> np.ndarray:
+        """Every row reduced; rows with a non-finite feature are NaN."""
+        X, rows = self._check_features(X)
+        first = self.reducer_.transform(np.zeros((1, X.shape[1]), dtype=X.dtype))
+        reduced = np.full((len(X), first.shape[1]), np.nan)
+        if rows.any():
+            reduced[rows] = self.reducer_.transform(X[rows])
+        return reduced
+
+    def predict_clusters(self, X, method: str | None = None) -> np.ndarray:
+        """The cluster of every row under ``method`` (the first one by default); -1 where features are unusable."""
+        method = self._method(method)
+        reduced = self.transform(X)
+        rows = np.isfinite(reduced).all(axis=1)
+        clusters = np.full(len(reduced), -1, dtype=int)
+        if rows.any():
+            clusters[rows] = self.clusterers_[method].predict(reduced[rows])
+        return clusters
+
+    def predict(self, X, method: str | None = None) -> np.ndarray:
+        """The label of every row ("real"/"fake"; None where features are unusable)."""
+        method = self._method(method)
+        if method not in self.mappings_:
+            raise ModelError(f"method {method!r} has no cluster names yet: fit with labels or name its clusters")
+        clusters = self.predict_clusters(X, method)
+        named = self.mappings_[method]
+        out = np.full(len(clusters), None, dtype=object)
+        rows = clusters >= 0
+        out[rows] = apply_mapping(clusters[rows], named["mapping"], named["default"])
+        return out
+
+    def _method(self, method: str | None) -> str:
+        if method is None:
+            if not self.clusterers_:
+                raise ModelError("this model has no fitted method")
+            return next(iter(self.clusterers_))
+        if method not in self.clusterers_:
+            raise ModelError(f"no method {method!r} in this model; it has {sorted(self.clusterers_)}")
+        return method
+
+    # -- saving ----------------------------------------------------------------------------
+
+    def save(self, folder: Path, card: dict | None = None) -> Path:
+        """Write the model into ``folder`` (replaced whole, atomically); ``card`` describes it for people."""
+        estimators = {"reducer": self.reducer_, **{f"clusterer.{k}": v for k, v in self.clusterers_.items()}}
+        encoded, arrays = encode_estimators(estimators)
+        document = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "params": {
+                "reduce": (self.reduce or ReduceConfig()).model_dump(mode="json"),
+                "methods": {k: v.model_dump(mode="json") for k, v in (self.methods or {}).items()},
+                "seed": self.seed,
+                "blocks": [list(b) for b in self.blocks] if self.blocks else None,
+                "features": self.features,
+                "faces": self.faces,
+            },
+            "n_features_in": self.n_features_in_,
+            "fit_errors": self.fit_errors_,
+            "mappings": {k: {"mapping": {str(c): v for c, v in sorted(m["mapping"].items())},
+                             "source": m["source"], "default": m["default"]} for k, m in self.mappings_.items()},
+            "estimators": encoded,
+        }
+        documents = {MODEL_DOCUMENT: document}
+        if card is not None:
+            documents["card.json"] = card
+        write_bundle(folder, documents, arrays, format_name=FORMAT, format_version=FORMAT_VERSION)
+        return Path(folder)
+
+    @classmethod
+    def load(cls, folder: Path) -> "FaceModel":
+        """A model written by `save`; refuses a damaged, tampered or unknown-version one in one line."""
+        _, documents, arrays = read_bundle(folder, format_name=FORMAT, format_versions=(FORMAT_VERSION,))
+        where = str(folder)
+        document = documents.get(MODEL_DOCUMENT)
+        if not isinstance(document, dict):
+            raise ModelError(f"{where}: no {MODEL_DOCUMENT}; the model is incomplete")
+        try:
+            params = document["params"]
+            model = cls(reduce=ReduceConfig.model_validate(params["reduce"]),
+                        methods={k: MethodConfig.model_validate(v) for k, v in params["methods"].items()},
+                        seed=int(params["seed"]),
+                        blocks=[tuple(b) for b in params["blocks"]] if params["blocks"] else None,
+                        features=params["features"], faces=params["faces"])
+            estimators = decode_estimators(document["estimators"], arrays, where)
+            model.reducer_ = estimators.pop("reducer")
+            model.clusterers_ = {k.split(".", 1)[1]: v for k, v in estimators.items()}
+            model.n_features_in_ = int(document["n_features_in"])
+            model.fit_errors_ = dict(document.get("fit_errors", {}))
+            model.mappings_ = {k: {"mapping": {int(c): v for c, v in m["mapping"].items()}, "source": m["source"],
+                                   "default": m["default"]} for k, m in document["mappings"].items()}
+        except ModelError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            raise ModelError(f"{where}/{MODEL_DOCUMENT}: malformed ({type(error).__name__}: {error}); "
+                             "the model is damaged") from None
+        return model
+
+    @staticmethod
+    def card(folder: Path) -> dict | None:
+        """The model card saved beside the model, if any (read without loading the model)."""
+        _, documents, _ = read_bundle(folder, format_name=FORMAT, format_versions=(FORMAT_VERSION,))
+        return documents.get("card.json")
+
+
+def auto_n_clusters(model) -> dict | None:
+    """What a clusterer with ``n_clusters = "auto"`` chose: k, the criterion and its score per k."""
+    if not hasattr(model, "criterion_scores_"):
+        return None
+    return {"n_clusters": int(model.n_clusters_), "criterion": model.criterion_,
+            "scores": {str(k): v for k, v in model.criterion_scores_.items()}}
+
+
+def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: np.ndarray, *,
+                     reduce: ReduceConfig, methods: dict[str, MethodConfig], seed: int = 0, blocks=None,
+                     n_resamples: int = 1000, record_errors: bool = False,
+                     model_params: dict | None = None) -> tuple[FaceModel, dict[str, Any]]:
+    """Fit a `FaceModel` on the train split, name its clusters with train labels, and score every split.
+
+    The one evaluation behind `run`, `sweep` and the audit. Rows with an unusable status or a
+    non-finite feature take no part and get no cluster (``usable`` says which).
+
+    Returns
+    -------
+    model : FaceModel
+    evaluation : dict
+        ``usable`` and ``train`` (bool arrays), ``reduced`` (NaN where unusable), ``clusters``
+        (method → cluster id per row, -1 where none) and ``methods`` (method → its results:
+        algorithm, params, n_clusters, bandwidth, mapping, mapping_source, clusters per split,
+        scores per split, train_criteria, auto_n_clusters, seconds; or algorithm, params, error).
+    """
+    usable = usable_rows(status, features)
+    train = usable & (splits == "train")
+    model = FaceModel(reduce=reduce, methods=methods, seed=seed, blocks=blocks, **(model_params or {}))
+    reduced, clusters = model.fit_rows(features, usable, train, record_errors=record_errors)
+    model.name_clusters(clusters, labels, train)
+    present = [s for s in SPLIT_ORDER if (splits == s).any()]
+    results: dict[str, Any] = {}
+    for name, method in methods.items():
+        if name in model.fit_errors_:
+            results[name] = {"algorithm": method.algorithm, "params": method.params, "error": model.fit_errors_[name]}
+            continue
+        started = time.perf_counter()
+        fitted, assigned, named = model.clusterers_[name], clusters[name], model.mappings_[name]
+        scores = score_splits(labels, splits, usable, assigned, named["mapping"], named["default"], reduced,
+                              n_resamples=n_resamples, seed=seed)
+        results[name] = {
+            "algorithm": method.algorithm,
+            "params": method.params,
+            "n_clusters": n_clusters_of(fitted, assigned[train]),
+            "bandwidth": getattr(fitted, "bandwidth_", None),
+            "mapping": {str(k): v for k, v in sorted(named["mapping"].items())},
+            "mapping_source": named["source"],
+            "clusters": {split: cluster_summary(assigned[usable & (splits == split)], labels[usable & (splits == split)])
+                         for split in present},
+            "scores": scores,
+            "train_criteria": {
+                "silhouette": scores.get("train", {}).get("silhouette"),
+                "cv_mapping_balanced_accuracy": cross_validated_mapping_score(assigned[train], labels[train], seed=seed),
+            },
+            "seconds": round(model.fit_seconds_[name] + time.perf_counter() - started, 4),
+        }
+        chosen = auto_n_clusters(fitted)
+        if chosen is not None:
+            results[name]["auto_n_clusters"] = chosen
+    return model, {"usable": usable, "train": train, "reduced": reduced, "clusters": clusters, "methods": results}
