@@ -253,6 +253,7 @@ def alignment_check(dataset: Dataset, config: Config, engine, store, progress: b
     """The run's feature, reducer and clusterers on box crops and on aligned crops; the verdict."""
     from facecluster.features import make_extractor
     from facecluster.protocol import fit_clusterer, fit_reducer, score_splits, train_mapping
+    from facecluster.records import USABLE
     from facecluster.supervised import supervised_ceiling
     from facecluster.sweep import faces_with_crop
 
@@ -267,7 +268,7 @@ def alignment_check(dataset: Dataset, config: Config, engine, store, progress: b
     for crop, faces_config in faces.items():
         extractor = make_extractor(config.features)
         extraction = engine.extract(dataset.samples, faces_config, extractor, store, progress=progress)
-        usable = np.array([s in ("ok", "no_face") for s in extraction.status]) & np.isfinite(extraction.features).all(axis=1)
+        usable = np.array([s in USABLE for s in extraction.status]) & np.isfinite(extraction.features).all(axis=1)
         train = usable & (splits == "train")
         _, reduced = fit_reducer(extraction.features, usable, train, config.reduce, seed=config.seed, extractor=extractor)
         scores[crop] = {}

@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from facecluster.config import ConfigError, FacesConfig
 from facecluster.dataset import Sample
-from facecluster.faces import RECORD_SIZE, cut_face, locate_face, make_detector
+from facecluster.faces import cut_face, locate_face, make_detector
 from facecluster.features import Extractor
 from facecluster.images import ImageError, decode_rgb, display_name, read_bytes
+from facecluster.records import NO_FACE, OK, empty_records, found
 from facecluster.store import FeatureStore, FeatureTable
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ class Extraction:
     """Per-sample outputs, aligned with the input samples."""
 
     features: np.ndarray  # (N, D) float32, NaN rows where the image could not be used
-    records: np.ndarray  # (N, RECORD_SIZE) face records
-    status: list[str]  # "ok", "no_face" or an error code
+    records: np.ndarray  # (N, records.RECORD_SIZE) packed face records
+    status: list[str]  # records.OK, records.NO_FACE or an error code
     messages: list[str | None]
     computed: dict[str, int] = field(default_factory=dict)  # how much was computed, not read from cache
     seconds: dict[str, float] = field(default_factory=dict)
@@ -126,9 +127,10 @@ def save_computed(face_table, feature_table, new_faces: dict, new_features: dict
 
 def mark_no_face(status: list[str], records: np.ndarray) -> None:
     """An image that was read but where no face was detected (record flag 0) is ``no_face``, not ``ok``."""
+    has_face = found(records)
     for i, state in enumerate(status):
-        if state == "ok" and records[i, 0] == 0:
-            status[i] = "no_face"
+        if state == OK and not has_face[i]:
+            status[i] = NO_FACE
 
 
 @dataclass
@@ -217,9 +219,9 @@ class _Run:
         self.engine, self.samples, self.faces_config, self.extractor = engine, samples, faces_config, extractor
         self.face_table, self.feature_table, self.bar = face_table, feature_table, bar
         n = len(samples)
-        self.records = np.full((n, RECORD_SIZE), np.nan, dtype=np.float32)
+        self.records = empty_records(n)
         self.features: list[np.ndarray | None] = [None] * n
-        self.status: list[str] = ["ok"] * n
+        self.status: list[str] = [OK] * n
         self.messages: list[str | None] = [None] * n
         self.computed = {"faces": 0, "features": 0}
         self.seconds = {"decode": 0.0, "detect": 0.0, "embed": 0.0}
@@ -305,7 +307,7 @@ def _fill_duplicates(samples, index, records, features, status, messages) -> Non
             continue
         if key not in first:
             first[key] = i
-        elif features[i] is None and status[i] == "ok":
+        elif features[i] is None and status[i] == OK:
             j = first[key]
             records[i], features[i], status[i] = records[j], features[j], status[j]
             # The copied message must name this file, not its twin.

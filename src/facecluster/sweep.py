@@ -27,11 +27,10 @@ from facecluster.config import Config, ConfigError, FacesConfig, ReduceConfig, b
 from facecluster.dataset import Dataset
 from facecluster.evaluate import silhouette
 from facecluster.protocol import cross_validated_mapping_score, fit_clusterer, fit_reducer, score_splits, train_mapping
+from facecluster.records import USABLE
 from facecluster.supervised import supervised_ceiling
 
 log = logging.getLogger(__name__)
-
-USABLE = ("ok", "no_face")
 
 SELECTION_CRITERIA = {
     # Balanced accuracy on train of the train-majority mapping, cross-validated over train folds

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facecluster.faces import RECORD_SIZE, crop_face
+from facecluster.faces import crop_face
 from facecluster.images import ImageError, decode_rgb, read_bytes
+from facecluster.records import FaceRecord
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,13 @@ def jpeg_data_uri(image: np.ndarray | Image.Image, quality: int = THUMBNAIL_QUAL
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def face_record_of(entry: dict) -> np.ndarray:
+def face_record_of(entry: dict) -> FaceRecord:
     """The face record `crop_face` expects, rebuilt from an ``images[]`` entry of results.json."""
-    record = np.full(RECORD_SIZE, np.nan, dtype=np.float32)
     face = entry.get("face")
-    record[0] = 1.0 if face else 0.0
-    if face:
-        record[1] = face.get("confidence", np.nan)
-        record[2:6] = face["box"]
-    return record
+    if not face:
+        return FaceRecord(found=False)
+    return FaceRecord(found=True, confidence=float(face.get("confidence", np.nan)),
+                      box=tuple(float(v) for v in face["box"]))
 
 
 def face_thumbnail(root: Path, entry: dict, margin: float, size: int = THUMBNAIL_SIZE) -> str | None:
