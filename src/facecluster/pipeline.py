@@ -127,6 +127,8 @@ def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[s
             entry["message"] = extraction.messages[i]
         if face.found:
             entry["face"] = {"confidence": round(face.confidence, 4), "box": [round(v, 1) for v in face.box]}
+            if face.landmarks is not None and np.isfinite(face.landmarks).all():  # for aligned thumbnails
+                entry["face"]["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks]
         entries.append(entry)
     return entries
 

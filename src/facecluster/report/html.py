@@ -199,8 +199,8 @@ def build_report(run_dir: Path, results: dict | None = None, root: Path | None =
     usable = np.isfinite(reduced).all(axis=1) if reduced is not None else \
         np.array([entry.get("status") in USABLE for entry in results["images"]], dtype=bool)
     root = Path(root) if root else Path(results["dataset"]["root"])
-    margin = results.get("provenance", {}).get("config", {}).get("faces", {}).get("margin", 0.2)
-    thumbs = face_thumbnails(root, results["images"], usable, margin)
+    faces = results.get("provenance", {}).get("config", {}).get("faces", {})
+    thumbs = face_thumbnails(root, results["images"], usable, faces.get("margin", 0.2), crop=faces.get("crop", "box"))
     missing = sum(1 for keep, thumb in zip(usable, thumbs) if keep and thumb is None)
     if missing:
         notes.append(f"{missing} face thumbnails could not be made: the originals are not readable under "
