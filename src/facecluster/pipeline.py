@@ -17,7 +17,8 @@ from facecluster.audit import audit as audit_dataset
 from facecluster.cluster import n_clusters_of
 from facecluster.config import Config, dump_config
 from facecluster.dataset import Dataset, DatasetError, discover
-from facecluster.engine import Extraction, LocalEngine
+from facecluster.engines import Engine, Extraction
+from facecluster.engines.local import LocalEngine
 from facecluster.evaluate import cluster_summary
 from facecluster.faces import cut_face
 from facecluster.features import make_extractor
@@ -134,7 +135,7 @@ def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[s
 
 
 def run(source: Path, config: Config, out: Path, store: FeatureStore | None = None,
-        engine: LocalEngine | None = None, progress: bool = True) -> dict:
+        engine: Engine | None = None, progress: bool = True) -> dict:
     """Run the whole study on ``source`` and write results.json, figures and report.html into ``out``."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
