@@ -33,11 +33,11 @@ def dev_samples(root: Path = DEV_SET, limit: int | None = None) -> list[Sample]:
 
 
 def _crop_job(job):
-    from facecluster import engine
+    from facecluster.engines.base import face_work, init_worker
 
     path, name, config = job
-    engine._init_worker(config)
-    return engine._face_work((path, name, None, config))
+    init_worker(config)
+    return face_work((path, name, None, config))
 
 
 def dev_crops(samples: list[Sample], detector: str = "mtcnn", workers: int = 2) -> dict[str, np.ndarray]:

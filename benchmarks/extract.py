@@ -97,7 +97,7 @@ def facecluster_pipeline(paths: list[str], detector: str, precision: str) -> dic
     from _common import DEV_SET
 
     from facecluster.config import FacesConfig, FeaturesConfig
-    from facecluster.engine import LocalEngine
+    from facecluster.engines.local import LocalEngine
     from facecluster.features import make_extractor
     from facecluster.store import FeatureStore
 

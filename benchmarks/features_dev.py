@@ -33,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 from facecluster.config import build_config
 from facecluster.dataset import discover
-from facecluster.engine import LocalEngine
+from facecluster.engines.local import LocalEngine
 from facecluster.features import make_extractor
 from facecluster.features.combine import FamilyStandardizer
 from facecluster.pipeline import USABLE, run

@@ -19,7 +19,7 @@ from pathlib import Path
 from _common import DEV_SET, dev_samples, print_table, write_results
 
 from facecluster.config import build_config
-from facecluster.engine import LocalEngine
+from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
 from facecluster.store import FeatureStore
 

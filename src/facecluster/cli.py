@@ -150,7 +150,7 @@ def run(
     precision: Optional[str] = typer.Option(None, help="FaceNet precision: fp32 (the study's) or int8 (faster)."),
 ) -> None:
     """Embed, reduce and cluster the faces in DATA, then score the clusters against the labels."""
-    from facecluster.engine import make_engine
+    from facecluster.engines import make_engine
     from facecluster.pipeline import new_run_dir, run as run_pipeline
     from facecluster.store import FeatureStore
 
@@ -221,7 +221,7 @@ def sweep(
 ) -> None:
     """Run a grid of features × crops × reducers × clusterers; choose the best with train-only criteria."""
     from facecluster.dataset import discover
-    from facecluster.engine import make_engine
+    from facecluster.engines import make_engine
     from facecluster.store import FeatureStore
     from facecluster.sweep import Grid, sweep as run_sweep, write_outputs
 
@@ -277,7 +277,7 @@ def audit(
 
     from facecluster.audit import audit as run_audit
     from facecluster.dataset import discover
-    from facecluster.engine import make_engine
+    from facecluster.engines import make_engine
     from facecluster.store import FeatureStore
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from facecluster.config import FacesConfig
+from facecluster.records import FaceRecord
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-RECORD_SIZE = 18  # found, confidence, box (4), landmarks (10), image width, height
 #: ArcFace's 5-point template (left eye, right eye, nose, mouth left, mouth right) in a 112×112 crop.
 ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                                  [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
@@ -197,24 +197,26 @@ def largest_face(detections: list[Detection], min_confidence: float) -> Detectio
 
 def face_record(rgb: np.ndarray, detection: Detection | None) -> np.ndarray:
     """Pack a detection (or its absence) and the image size into a float32 vector for the cache."""
-    record = np.full(RECORD_SIZE, np.nan, dtype=np.float32)
-    record[0] = 0.0 if detection is None else 1.0
-    record[16], record[17] = rgb.shape[1], rgb.shape[0]
-    if detection is not None:
-        record[1] = detection.confidence
-        record[2:6] = detection.box
-        record[6:16] = detection.landmarks.reshape(-1)
-    return record
+    height, width = rgb.shape[:2]
+    if detection is None:
+        return FaceRecord(found=False, image_width=width, image_height=height).to_array()
+    return FaceRecord(found=True, confidence=detection.confidence, box=detection.box,
+                      landmarks=detection.landmarks, image_width=width, image_height=height).to_array()
 
 
-def crop_face(rgb: np.ndarray, record: np.ndarray, margin: float, size: int) -> np.ndarray:
-    """Cut the face given by a record out of the image, with margin, resized to ``size``².
+def _unpacked(record: np.ndarray | FaceRecord) -> FaceRecord:
+    return record if isinstance(record, FaceRecord) else FaceRecord.from_array(record)
 
-    Without a face (record[0] == 0) the central square of the image is used.
+
+def crop_face(rgb: np.ndarray, record: np.ndarray | FaceRecord, margin: float, size: int) -> np.ndarray:
+    """Cut the face given by a record (packed or not) out of the image, with margin, resized to ``size``².
+
+    Without a face (``found`` false) the central square of the image is used.
     """
     height, width = rgb.shape[:2]
-    if record[0] > 0:
-        x, y, w, h = (float(v) for v in record[2:6])
+    face = _unpacked(record)
+    if face.found and face.box is not None:
+        x, y, w, h = face.box
         x0, y0 = x - margin * w / 2, y - margin * h / 2
         x1, y1 = x + w + margin * w / 2, y + h + margin * h / 2
     else:
@@ -245,16 +247,17 @@ def alignment_template(size: int, margin: float = 0.0) -> np.ndarray:
     return (((unit - 0.5) / (1.0 + margin)) + 0.5) * size
 
 
-def alignment_matrix(record: np.ndarray, size: int, margin: float = 0.0) -> np.ndarray | None:
+def alignment_matrix(record: np.ndarray | FaceRecord, size: int, margin: float = 0.0) -> np.ndarray | None:
     """The 2×3 similarity transform from image pixels to the aligned crop, or None without usable landmarks."""
-    points = np.asarray(record[6:16], dtype=np.float32).reshape(5, 2)
-    if record[0] <= 0 or not np.isfinite(points).all():
+    face = _unpacked(record)
+    if not face.found or face.landmarks is None or not np.isfinite(face.landmarks).all():
         return None
+    points = np.asarray(face.landmarks, dtype=np.float32)
     matrix, _ = cv2.estimateAffinePartial2D(points, alignment_template(size, margin), method=cv2.LMEDS)
     return matrix if matrix is not None and np.isfinite(matrix).all() else None
 
 
-def alignment_framing(record: np.ndarray, size: int, margin: float = 0.0) -> dict[str, float] | None:
+def alignment_framing(record: np.ndarray | FaceRecord, size: int, margin: float = 0.0) -> dict[str, float] | None:
     """How an aligned crop sits in its image: share of the crop outside the image (filled by reflection),
     and image pixels per crop pixel (above 1: the face was shrunk).
 
@@ -267,16 +270,17 @@ def alignment_framing(record: np.ndarray, size: int, margin: float = 0.0) -> dic
     inverse = cv2.invertAffineTransform(matrix)
     yy, xx = np.mgrid[0:size, 0:size]
     source = np.stack([xx.ravel(), yy.ravel(), np.ones(xx.size)], axis=1) @ inverse.T
-    width, height = float(record[16]), float(record[17])
+    face = _unpacked(record)
+    width, height = face.image_width, face.image_height
     outside = (source[:, 0] < -0.5) | (source[:, 1] < -0.5) | (source[:, 0] > width - 0.5) | (source[:, 1] > height - 0.5)
     return {"outside_fraction": float(outside.mean()),
             "source_pixels_per_crop_pixel": float(np.sqrt(abs(np.linalg.det(inverse[:, :2]))))}
 
 
-def align_face(rgb: np.ndarray, record: np.ndarray, size: int, margin: float = 0.0) -> np.ndarray:
+def align_face(rgb: np.ndarray, record: np.ndarray | FaceRecord, size: int, margin: float = 0.0) -> np.ndarray:
     """Warp the face so its 5 landmarks land on `alignment_template` (a similarity transform).
 
-    Rotation, uniform scale and translation are fitted to the landmarks in ``record[6:16]``
+    Rotation, uniform scale and translation are fitted to the record's landmarks
     (`cv2.estimateAffinePartial2D`). A negative ``margin`` zooms in on the inner face. When shrinking, the image is first resized with area
     averaging, as `crop_face` does, so aligned and box crops are resampled alike. Pixels outside
     the image are filled by reflection. Without a face (or landmarks), the box crop is returned.
@@ -295,7 +299,7 @@ def align_face(rgb: np.ndarray, record: np.ndarray, size: int, margin: float = 0
     return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
-def cut_face(rgb: np.ndarray, record: np.ndarray, config: FacesConfig, size: int | None = None) -> np.ndarray:
+def cut_face(rgb: np.ndarray, record: np.ndarray | FaceRecord, config: FacesConfig, size: int | None = None) -> np.ndarray:
     """The face crop ``config.crop`` asks for (``"box"`` or ``"aligned"``), ``size``² (default ``config.size``)."""
     size = config.size if size is None else size
     if config.crop == "aligned":

@@ -16,13 +16,14 @@ from facecluster.atomic import write_atomically
 from facecluster.audit import audit as audit_dataset
 from facecluster.config import Config, dump_config
 from facecluster.dataset import Dataset, DatasetError, discover
-from facecluster.engine import Extraction, LocalEngine
+from facecluster.engines import Engine, Extraction
+from facecluster.engines.local import LocalEngine
 from facecluster.faces import cut_face
 from facecluster.features import make_extractor
 from facecluster.images import decode_rgb, read_bytes
-from facecluster.records import USABLE
 from facecluster.model import fit_and_evaluate
 from facecluster.protocol import usable_rows
+from facecluster.records import NO_FACE, OK, USABLE, FaceRecord
 from facecluster.reduce import describe_reducer
 from facecluster.report.figures import montage_png, scatter_png
 from facecluster.report.html import write_report
@@ -82,7 +83,7 @@ def _montages(out: Path, name: str, dataset: Dataset, extraction: Extraction, cl
 def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[str, np.ndarray]) -> list[dict]:
     entries = []
     for i, sample in enumerate(dataset.samples):
-        record = extraction.records[i]
+        face = FaceRecord.from_array(extraction.records[i])
         entry = {
             "path": sample.relpath,
             "split": sample.split,
@@ -93,14 +94,16 @@ def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[s
         }
         if extraction.messages[i]:
             entry["message"] = extraction.messages[i]
-        if record[0] == 1:
-            entry["face"] = {"confidence": round(float(record[1]), 4), "box": [round(float(v), 1) for v in record[2:6]]}
+        if face.found:
+            entry["face"] = {"confidence": round(face.confidence, 4), "box": [round(v, 1) for v in face.box]}
+            if face.landmarks is not None and np.isfinite(face.landmarks).all():  # for aligned thumbnails
+                entry["face"]["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks]
         entries.append(entry)
     return entries
 
 
 def run(source: Path, config: Config, out: Path, store: FeatureStore | None = None,
-        engine: LocalEngine | None = None, progress: bool = True) -> dict:
+        engine: Engine | None = None, progress: bool = True) -> dict:
     """Run the whole study on ``source`` and write results.json, figures and report.html into ``out``."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -150,8 +153,8 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         },
         "faces": {
             "detector": config.faces.detector,
-            "found": int(sum(s == "ok" for s in extraction.status)),
-            "no_face": int(sum(s == "no_face" for s in extraction.status)),
+            "found": int(sum(s == OK for s in extraction.status)),
+            "no_face": int(sum(s == NO_FACE for s in extraction.status)),
             "failed": int(sum(s not in USABLE for s in extraction.status)),
         },
         "features": {**extractor.describe(), "dim": int(extraction.features.shape[1])},

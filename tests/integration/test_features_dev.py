@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from facecluster.config import FacesConfig, FeaturesConfig
 from facecluster.dataset import discover
-from facecluster.engine import LocalEngine
+from facecluster.engines.local import LocalEngine
 from facecluster.features import make_extractor
 from facecluster.store import FeatureStore
 

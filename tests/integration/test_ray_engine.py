@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from facecluster.config import build_config
-from facecluster.engine import LocalEngine
+from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
 from facecluster.store import FeatureStore
 from tests.conftest import make_dataset
@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray", reason="the ray engine needs Ray, an optional e
 
 @pytest.fixture
 def ray_instance(isolated_cache):
-    from facecluster.ray_engine import local_runtime_env
+    from facecluster.engines.ray import local_runtime_env
 
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
              runtime_env=local_runtime_env())  # after isolated_cache: the actors use the test's model cache
@@ -32,7 +32,7 @@ def _features(store: FeatureStore) -> dict[str, np.ndarray]:
 
 
 def test_ray_engine_gives_the_local_engine_features_and_clusters(tmp_path, ray_instance):
-    from facecluster.ray_engine import RayEngine
+    from facecluster.engines.ray import RayEngine
 
     data = make_dataset(tmp_path / "data", {"train": {"real": 6, "fake": 6}, "valid": {"real": 2, "fake": 2}})
     shutil.copy(data / "train" / "real" / "img_000.jpg", data / "train" / "real" / "copy.jpg")  # a duplicate

@@ -3,7 +3,7 @@
 import numpy as np
 
 from facecluster.config import build_config
-from facecluster.engine import LocalEngine
+from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
 from facecluster.store import FeatureStore
 

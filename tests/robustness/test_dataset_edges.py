@@ -10,7 +10,7 @@ import pytest
 
 from facecluster.config import DatasetConfig, build_config
 from facecluster.dataset import DatasetError, discover
-from facecluster.engine import LocalEngine
+from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
 from facecluster.store import FeatureStore
 from tests.conftest import make_dataset

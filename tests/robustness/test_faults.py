@@ -27,15 +27,16 @@ from tests.conftest import make_dataset
 # ``python -m facecluster`` with extraction chunks of 16 images (64 here), so a run writes
 # several cache shards and can be killed between them.
 RUN = ("import runpy, sys\n"
-       "import facecluster.engine as engine\n"
-       "engine.CHUNK = 16\n"
-       "make = engine.make_engine\n"
+       "import facecluster.engines as engines\n"
+       "import facecluster.engines.local as local\n"
+       "local.CHUNK = 16\n"
+       "make = engines.make_engine\n"
        "def small_chunks(*args, **kwargs):\n"
        "    made = make(*args, **kwargs)\n"
        "    if hasattr(made, 'chunk_size'):\n"
        "        made.chunk_size = 16\n"
        "    return made\n"
-       "engine.make_engine = small_chunks\n"
+       "engines.make_engine = small_chunks\n"
        "sys.argv = ['facecluster', *sys.argv[1:]]\n"
        "runpy.run_module('facecluster', run_name='__main__', alter_sys=True)\n")
 SPLITS = {"train": {"real": 24, "fake": 24}, "valid": {"real": 8, "fake": 8}}

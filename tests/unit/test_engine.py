@@ -7,7 +7,7 @@ import pytest
 
 from facecluster.config import DatasetConfig, FacesConfig
 from facecluster.dataset import discover
-from facecluster.engine import LocalEngine
+from facecluster.engines.local import LocalEngine
 from facecluster.store import FeatureStore
 
 
@@ -84,3 +84,15 @@ def test_interrupted_run_resumes_with_only_the_rest(samples, tmp_path):
 def test_chunk_size_must_be_positive():
     with pytest.raises(ValueError, match="chunk_size"):
         LocalEngine(chunk_size=0)
+
+
+def test_copies_are_computed_once_across_the_whole_input_not_just_a_chunk(tiny_dataset, tmp_path):
+    names = [s.relpath for s in discover(tiny_dataset, DatasetConfig()).samples]
+    twin, copy = names[1], names[20]  # in the first chunk of 16 and in the next, which is in flight with it
+    (tiny_dataset / copy).write_bytes((tiny_dataset / twin).read_bytes())
+    samples = discover(tiny_dataset, DatasetConfig()).samples
+    extractor = ColourFeatures()
+    result = extract(samples, FeatureStore(tmp_path / "cache"), extractor)  # pipelined, 2 workers
+    assert extractor.embedded == len(samples) - 1 == result.computed["features"]
+    np.testing.assert_array_equal(result.features[names.index(copy)], result.features[names.index(twin)])
+    assert result.status[names.index(copy)] == result.status[names.index(twin)]

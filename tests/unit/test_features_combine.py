@@ -10,7 +10,7 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 
 from facecluster.config import ReduceConfig, build_config
-from facecluster.engine import LocalEngine
+from facecluster.engines.local import LocalEngine
 from facecluster.features import make_extractor
 from facecluster.features.combine import CombinedFeatures, FamilyStandardizer, standardize_families
 from facecluster.config import FeaturesConfig

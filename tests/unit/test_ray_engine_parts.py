@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecluster import ray_engine
-from facecluster.engine import make_engine
+from facecluster.engines import base, make_engine
+from facecluster.engines import ray as ray_engine
 
 
 def test_a_large_feature_matrix_lives_in_a_temporary_file(monkeypatch):
-    monkeypatch.setattr(ray_engine, "IN_MEMORY_BYTES", 0)
-    matrix = ray_engine._Matrix(3)
+    monkeypatch.setattr(base, "IN_MEMORY_BYTES", 0)
+    matrix = base.FeatureMatrix(3)
     matrix[1] = np.array([1.0, 2.0], dtype=np.float32)
     result = matrix.result()
     assert isinstance(result, np.memmap)
@@ -22,7 +22,7 @@ def test_a_large_feature_matrix_lives_in_a_temporary_file(monkeypatch):
 
 
 def test_no_features_gives_an_empty_matrix_with_a_row_per_sample():
-    assert ray_engine._Matrix(4).result().shape == (4, 0)
+    assert base.FeatureMatrix(4).result().shape == (4, 0)
 
 
 def test_missing_ray_says_which_extra_to_install(monkeypatch):
@@ -36,4 +36,4 @@ def test_local_ray_workers_import_this_facecluster_and_share_its_model_cache(mon
     monkeypatch.setenv("FACECLUSTER_CACHE_DIR", "/somewhere")
     env = ray_engine.local_runtime_env()["env_vars"]
     assert env["FACECLUSTER_CACHE_DIR"] == "/somewhere"
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(Path(ray_engine.__file__).resolve().parents[1])
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(Path(ray_engine.__file__).resolve().parents[2])

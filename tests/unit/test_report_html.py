@@ -169,3 +169,45 @@ def test_thumbnail_record_cuts_the_box_recorded_in_results():
     centre = face_record_of({"status": "no_face"})
     assert crop_face(rgb, centre, margin=0.0, size=100).shape == (100, 100, 3)
     assert crop_face(rgb, centre, margin=0.0, size=100).mean() == rgb.mean()
+
+
+def test_an_aligned_run_shows_aligned_thumbnails_cut_by_its_landmarks(tmp_path):
+    from facecluster.faces import align_face
+    from facecluster.images import decode_rgb, read_bytes
+    from facecluster.report.thumbnails import THUMBNAIL_SIZE, jpeg_data_uri
+
+    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    results = json.loads((run / "results.json").read_text())
+    results["provenance"]["config"]["faces"] = {"margin": 0.2, "crop": "aligned"}
+    landmarks = [[36.0, 40.0], [60.0, 38.0], [48.0, 52.0], [39.0, 66.0], [58.0, 65.0]]  # a slightly tilted face
+    entry = next(e for e in results["images"] if "face" in e)
+    entry["face"]["landmarks"] = landmarks
+    (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    page = build_report(run)
+    path = Path(results["dataset"]["root"]) / entry["path"]
+    rgb = decode_rgb(read_bytes(path, entry["path"]), entry["path"])
+    record = face_record_of(entry)
+    np.testing.assert_array_equal(record.landmarks, landmarks)
+    aligned = jpeg_data_uri(align_face(rgb, record, THUMBNAIL_SIZE, 0.2))
+    boxed = jpeg_data_uri(crop_face(rgb, record, 0.2, THUMBNAIL_SIZE))
+    assert aligned != boxed
+    assert aligned in page and boxed not in page
+
+
+def test_results_image_entries_carry_the_landmarks_of_a_found_face():
+    from types import SimpleNamespace
+
+    from facecluster.faces import Detection, face_record
+    from facecluster.pipeline import _image_entries
+    from facecluster.records import empty_records
+
+    points = np.array([[36.04, 40], [60, 38], [48, 52], [39, 66], [58, 65]], dtype=np.float32)
+    records = empty_records(2)
+    records[0] = face_record(np.zeros((96, 96, 3), dtype=np.uint8), Detection((20, 16, 56, 64), 0.99, points))
+    records[1] = face_record(np.zeros((96, 96, 3), dtype=np.uint8), None)
+    samples = [SimpleNamespace(relpath=f"train/real/{k}.jpg", split="train", label="real", sha256="") for k in "ab"]
+    extraction = SimpleNamespace(records=records, status=["ok", "no_face"], messages=[None, None])
+    entries = _image_entries(SimpleNamespace(samples=samples), extraction, {})
+    assert entries[0]["face"]["landmarks"] == [[36.0, 40.0], [60.0, 38.0], [48.0, 52.0], [39.0, 66.0], [58.0, 65.0]]
+    assert entries[0]["face"]["box"] == [20.0, 16.0, 56.0, 64.0]
+    assert "face" not in entries[1]

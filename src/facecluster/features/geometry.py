@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from facecluster.features.base import HandcraftedFeatures, check_crops
+from facecluster.records import FaceRecord
 
 
 class GeometryFeatures(HandcraftedFeatures):
@@ -40,12 +41,14 @@ class GeometryFeatures(HandcraftedFeatures):
     def transform(self, crops: np.ndarray, records: np.ndarray) -> np.ndarray:
         """Normalised landmarks and box from the records (N×18); the crops only fix N."""
         crops = check_crops(crops, records)
-        records = np.asarray(records, dtype=np.float64)
         out = np.zeros((len(crops), self.dim), dtype=np.float32)
-        for i, record in enumerate(records):
-            width, height = record[16], record[17]
-            values = np.concatenate([record[6:16], record[2:6]])
-            if record[0] <= 0 or not (width > 0 and height > 0) or not np.isfinite(values).all():
+        for i, row in enumerate(np.asarray(records)):
+            face = FaceRecord.from_array(row)
+            width, height = face.image_width, face.image_height
+            if not face.found or face.box is None or face.landmarks is None or not (width > 0 and height > 0):
+                continue
+            values = np.concatenate([face.landmarks.reshape(-1), face.box]).astype(np.float64)
+            if not np.isfinite(values).all():
                 continue
             scale = np.tile([width, height], 7)
             out[i, :14] = values / scale

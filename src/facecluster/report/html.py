@@ -17,6 +17,7 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from facecluster.atomic import write_atomically
+from facecluster.records import NO_FACE, USABLE
 from facecluster.report.thumbnails import THUMBNAIL_SIZE, face_thumbnails, file_data_uri
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def report_context(run_dir: Path, results: dict, thumbs: list[str | None], notes
         "score_rows": _score_rows(results, splits),
         "methods": methods,
         "explained": [f"{100 * v:.1f} %" for v in reduce.get("explained_variance_ratio", [])],
-        "no_face": [{**entry, "thumb": thumbs[i]} for i, entry in enumerate(images) if entry.get("status") == "no_face"],
+        "no_face": [{**entry, "thumb": thumbs[i]} for i, entry in enumerate(images) if entry.get("status") == NO_FACE],
         "failed": results.get("problems", []),
         "config_text": _config_text(run_dir, results),
         "versions": results.get("provenance", {}).get("versions", {}),
@@ -196,10 +197,10 @@ def build_report(run_dir: Path, results: dict | None = None, root: Path | None =
     notes: list[str] = []
     reduced = load_reduced(run_dir, len(results["images"]), notes)
     usable = np.isfinite(reduced).all(axis=1) if reduced is not None else \
-        np.array([entry.get("status") in ("ok", "no_face") for entry in results["images"]], dtype=bool)
+        np.array([entry.get("status") in USABLE for entry in results["images"]], dtype=bool)
     root = Path(root) if root else Path(results["dataset"]["root"])
-    margin = results.get("provenance", {}).get("config", {}).get("faces", {}).get("margin", 0.2)
-    thumbs = face_thumbnails(root, results["images"], usable, margin)
+    faces = results.get("provenance", {}).get("config", {}).get("faces", {})
+    thumbs = face_thumbnails(root, results["images"], usable, faces.get("margin", 0.2), crop=faces.get("crop", "box"))
     missing = sum(1 for keep, thumb in zip(usable, thumbs) if keep and thumb is None)
     if missing:
         notes.append(f"{missing} face thumbnails could not be made: the originals are not readable under "

@@ -1,6 +1,7 @@
 """Small JPEG data URIs for the page: face thumbnails re-cut from the originals, and montage files.
 
-Nothing here recomputes a result: the face boxes come from results.json, and a face that can no
+Nothing here recomputes a result: the face boxes and landmarks come from results.json (an aligned
+run's thumbnails are aligned as its crops were), and a face that can no
 longer be cut (the original moved or changed) gets no thumbnail rather than stopping the report.
 """
 
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facecluster.faces import RECORD_SIZE, crop_face
+from facecluster.faces import align_face, crop_face
 from facecluster.images import ImageError, decode_rgb, read_bytes
+from facecluster.records import FaceRecord
 
 log = logging.getLogger(__name__)
 
@@ -32,35 +34,42 @@ def jpeg_data_uri(image: np.ndarray | Image.Image, quality: int = THUMBNAIL_QUAL
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def face_record_of(entry: dict) -> np.ndarray:
+def face_record_of(entry: dict) -> FaceRecord:
     """The face record `crop_face` expects, rebuilt from an ``images[]`` entry of results.json."""
-    record = np.full(RECORD_SIZE, np.nan, dtype=np.float32)
     face = entry.get("face")
-    record[0] = 1.0 if face else 0.0
-    if face:
-        record[1] = face.get("confidence", np.nan)
-        record[2:6] = face["box"]
-    return record
+    if not face:
+        return FaceRecord(found=False)
+    landmarks = face.get("landmarks")
+    return FaceRecord(found=True, confidence=float(face.get("confidence", np.nan)),
+                      box=tuple(float(v) for v in face["box"]),
+                      landmarks=None if landmarks is None else np.asarray(landmarks, dtype=np.float32).reshape(5, 2))
 
 
-def face_thumbnail(root: Path, entry: dict, margin: float, size: int = THUMBNAIL_SIZE) -> str | None:
-    """The face of one image as a JPEG data URI, cut as the run cut it; None if the file is gone or bad."""
+def face_thumbnail(root: Path, entry: dict, margin: float, size: int = THUMBNAIL_SIZE,
+                   crop: str = "box") -> str | None:
+    """The face of one image as a JPEG data URI, cut as the run cut it; None if the file is gone or bad.
+
+    ``crop`` is the run's ``faces.crop``: ``"aligned"`` warps the face onto the alignment
+    template by its landmarks (a box crop when the entry has none, as the run did).
+    """
     try:
         rgb = decode_rgb(read_bytes(root / entry["path"], entry["path"]), entry["path"])
     except ImageError as error:
         log.debug("no thumbnail: %s", error)
         return None
-    return jpeg_data_uri(crop_face(rgb, face_record_of(entry), margin, size))
+    record = face_record_of(entry)
+    cut = align_face(rgb, record, size, margin) if crop == "aligned" else crop_face(rgb, record, margin, size)
+    return jpeg_data_uri(cut)
 
 
 def face_thumbnails(root: Path, entries: list[dict], wanted: np.ndarray, margin: float,
-                    size: int = THUMBNAIL_SIZE) -> list[str | None]:
+                    size: int = THUMBNAIL_SIZE, crop: str = "box") -> list[str | None]:
     """Thumbnails for the entries where ``wanted`` is true, None elsewhere.
 
     Sequential on purpose: `decode_rgb` sets warning filters, which threads would share, and
     threads measured only ~15 % faster on 300 px images.
     """
-    return [face_thumbnail(root, entry, margin, size) if keep else None for entry, keep in zip(entries, wanted)]
+    return [face_thumbnail(root, entry, margin, size, crop) if keep else None for entry, keep in zip(entries, wanted)]
 
 
 def file_data_uri(path: Path, quality: int = 82) -> str | None:
