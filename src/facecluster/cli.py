@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from facecluster.config import ConfigError, load_config
-from facecluster.dataset import DatasetError
+from facecluster.config import load_config
+from facecluster.errors import ConfigError, FaceclusterError
 from facecluster.images import display_name
 from facecluster.report.tables import audit_lines, family_table, fmt_score, leaderboard_table
 
@@ -163,7 +163,7 @@ def run(
         started = time.perf_counter()
         results = run_pipeline(data, settings, out, store=FeatureStore(cache_dir), engine=runner, progress=not quiet)
         seconds = time.perf_counter() - started
-    except (ConfigError, DatasetError) as error:
+    except FaceclusterError as error:
         _fail(str(error))
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to resume from the feature cache", 130)
@@ -195,12 +195,12 @@ def report(
     images: Optional[Path] = typer.Option(None, help="Where the dataset's images are now, if they moved since the run."),
 ) -> None:
     """Rebuild RUN_DIR/report.html from the run's results.json and files; nothing is recomputed."""
-    from facecluster.report.html import ReportError, write_report
+    from facecluster.report.html import write_report
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         path = write_report(run_dir, root=images)
-    except ReportError as error:
+    except FaceclusterError as error:
         _fail(str(error))
     err_console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
@@ -231,7 +231,7 @@ def sweep(
         dataset = discover(data, grid.base.dataset)
         runner = make_engine(engine, workers=workers, address=address)
         result = run_sweep(dataset, grid, runner, FeatureStore(cache_dir), progress=not quiet)
-    except (ConfigError, DatasetError) as error:
+    except FaceclusterError as error:
         _fail(str(error))
     files = write_outputs(result, grid, out)
     out_console.print(leaderboard_table(result, top))
@@ -286,7 +286,7 @@ def audit(
         dataset = discover(data, settings.dataset)
         runner = make_engine(engine, workers=workers, address=address) if alignment else None
         result = run_audit(dataset, settings, runner, FeatureStore(cache_dir), alignment=alignment, progress=not quiet)
-    except (ConfigError, DatasetError) as error:
+    except FaceclusterError as error:
         _fail(str(error))
     print_audit(result)
     if out is not None:

@@ -24,6 +24,8 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from facecluster.errors import ConfigError
+
 LABELS = ("real", "fake")
 
 
@@ -251,10 +253,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "methods": STUDY_METHODS,
     },
 }
-
-
-class ConfigError(ValueError):
-    """A configuration the user gave cannot be used; the message says which key and why."""
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,9 @@ from typing import Iterator, NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from facecluster.config import ConfigError, FacesConfig
+from facecluster.config import FacesConfig
 from facecluster.dataset import Sample
+from facecluster.errors import ConfigError
 from facecluster.faces import RECORD_SIZE, cut_face, locate_face, make_detector
 from facecluster.features import Extractor
 from facecluster.images import ImageError, decode_rgb, display_name, read_bytes

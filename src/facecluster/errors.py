@@ -9,3 +9,7 @@ class FaceclusterError(Exception):
 
 class ModelError(FaceclusterError, ValueError):
     """A saved model cannot be used: damaged, tampered with, of another version, or for other features."""
+
+
+class ConfigError(FaceclusterError, ValueError):
+    """A configuration the user gave cannot be used; the message says which key and why."""

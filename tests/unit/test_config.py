@@ -1,6 +1,7 @@
 import pytest
 
-from facecluster.config import ConfigError, build_config, dump_config, load_config
+from facecluster.config import build_config, dump_config, load_config
+from facecluster.errors import ConfigError
 
 
 def test_study_preset_holds_the_study_settings():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facecluster.config import ConfigError, build_config
+from facecluster.config import build_config
+from facecluster.errors import ConfigError
 from facecluster.features import make_extractor
 from facecluster.features import facenet_quant
 from facecluster.features.facenet_model import FaceNetEmbedder

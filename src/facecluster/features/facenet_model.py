@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from facecluster.atomic import atomic_path, write_atomically
+from facecluster.errors import FaceclusterError
 
 from .tf2onnx import convert_frozen_graph
 
@@ -55,7 +56,7 @@ CONVERTER_VERSION = 1
 BACKENDS = ("auto", "onnx", "opencv")
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(FaceclusterError, RuntimeError):
     """A model file is missing or is not the file we pinned."""
 
 
