@@ -17,7 +17,6 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from facecluster.config import load_config
 from facecluster.errors import ConfigError, FaceclusterError
 from facecluster.images import display_name
 from facecluster.report.tables import audit_lines, family_table, fmt_score, leaderboard_table
@@ -154,6 +153,8 @@ def run(
     from facecluster.pipeline import new_run_dir, run as run_pipeline
     from facecluster.store import FeatureStore
 
+    from facecluster.resolve import load_config
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         settings = load_config(config, preset)
@@ -279,6 +280,8 @@ def audit(
     from facecluster.dataset import discover
     from facecluster.engine import make_engine
     from facecluster.store import FeatureStore
+
+    from facecluster.resolve import load_config
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 
 from facecluster.cluster import n_clusters_of
-from facecluster.config import Config, FacesConfig, ReduceConfig, build_config, dump_config, read_toml
+from facecluster.config import Config, FacesConfig, ReduceConfig, dump_config, read_toml
 from facecluster.dataset import Dataset
 from facecluster.errors import ConfigError
 from facecluster.evaluate import silhouette
 from facecluster.protocol import cross_validated_mapping_score, fit_clusterer, fit_reducer, score_splits, train_mapping
+from facecluster.resolve import build_config
 from facecluster.supervised import supervised_ceiling
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from facecluster import cli, pipeline
-from facecluster.config import build_config, load_config
 from facecluster.errors import ConfigError
+from facecluster.resolve import build_config, load_config
 
 
 @pytest.mark.parametrize("overrides, expected", [
