@@ -116,3 +116,34 @@ def test_errors_the_user_can_act_on_are_one_line_without_a_traceback_file(tiny_d
     lines = result.output.strip().splitlines()
     assert lines == [f"error: {raised}"], result.output
     assert not (tmp_path / "run" / "error.log").exists()
+
+
+@pytest.mark.parametrize("command, target", [
+    (["run", "{data}", "--out", "{out}"], "facecluster.pipeline:run"),
+    (["sweep", "{data}", "--out", "{out}"], "facecluster.sweep:sweep"),
+    (["audit", "{data}", "--out", "{out}", "--no-alignment"], "facecluster.audit:audit"),
+    (["report", "{out}"], "facecluster.report.html:write_report"),
+])
+@pytest.mark.parametrize("error, code", [
+    (RuntimeError("unexpected"), 1),
+    (ConfigError("grid.toml: sweep.reduce: unknown key"), 2),
+])
+def test_every_command_has_the_same_error_handler(tiny_dataset, tmp_path, monkeypatch, command, target, error, code):
+    module, _, name = target.partition(":")
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(__import__("importlib").import_module(module), name, fail)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [a.format(data=tiny_dataset, out=out) for a in command]
+    result = CliRunner().invoke(cli.app, [*args, *(["-q"] if command[0] != "report" else [])])
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    if code == 1:
+        assert lines[0].startswith("error: stopped by RuntimeError: unexpected (traceback in ")
+        assert "Traceback" in (out / "error.log").read_text()
+    else:
+        assert lines == [f"error: {error}"] and not (out / "error.log").exists()
