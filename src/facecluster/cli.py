@@ -48,6 +48,10 @@ Address = Annotated[Optional[str], typer.Option(help="Ray cluster to join with -
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
+# typer's Exit and Abort are their own classes (RuntimeError subclasses), not click's.
+_EXITS = (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort)
+
+
 class _ErrorHandler:
     """The one error handler of every command.
 
@@ -64,8 +68,8 @@ class _ErrorHandler:
         return self
 
     def __exit__(self, kind, error, trace) -> bool:
-        if error is None or isinstance(error, (click.exceptions.Exit, click.ClickException, click.Abort)):
-            return False  # typer's own exits and usage errors
+        if error is None or isinstance(error, _EXITS):
+            return False  # a deliberate exit (`_fail`) or a usage error: typer reports it
         if isinstance(error, FaceclusterError):
             _fail(str(error))
         if isinstance(error, KeyboardInterrupt):

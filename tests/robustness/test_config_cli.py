@@ -147,3 +147,12 @@ def test_every_command_has_the_same_error_handler(tiny_dataset, tmp_path, monkey
         assert "Traceback" in (out / "error.log").read_text()
     else:
         assert lines == [f"error: {error}"] and not (out / "error.log").exists()
+
+
+def test_a_deliberate_exit_inside_a_command_is_not_taken_for_a_crash(tmp_path, capsys):
+    import typer
+
+    with pytest.raises(typer.Exit) as caught, cli._ErrorHandler(tmp_path):
+        cli._fail("no configuration of the grid could be fitted")
+    assert caught.value.exit_code == 2
+    assert not (tmp_path / "error.log").exists()
