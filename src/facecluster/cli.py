@@ -56,9 +56,10 @@ class _ErrorHandler:
     """The one error handler of every command.
 
     A `FaceclusterError` (bad config, dataset, weights or model file, missing extra) is the
-    user's to fix: its message as one line, exit code 2. Anything else is ours: one line
-    naming it, the traceback saved in ``out/error.log`` for a bug report, exit code 1.
-    ``out`` may be set inside the block, once the command knows its output folder.
+    user's to fix: its message as one line, exit code 2. An interrupt is exit code 130 and an
+    `OSError` one line naming the file, exit code 1. Anything else is ours: one line naming it,
+    the traceback saved in ``out/error.log`` for a bug report, exit code 1. ``out`` may be set
+    inside the block, once the command knows its output folder.
     """
 
     def __init__(self, out: Optional[Path] = None) -> None:
