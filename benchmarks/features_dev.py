@@ -31,12 +31,12 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from facecluster.config import build_config
 from facecluster.dataset import discover
 from facecluster.engines.local import LocalEngine
 from facecluster.features import make_extractor
 from facecluster.features.combine import FamilyStandardizer
 from facecluster.pipeline import USABLE, run
+from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 
 FAMILIES = ["facenet", "facenet-bottleneck", "spectrum", "dct", "noise", "geometry", "dlib", "spectrum+dct+noise"]

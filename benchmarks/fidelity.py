@@ -28,9 +28,9 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
 from facecluster.cluster import make_clusterer
-from facecluster.config import build_config
 from facecluster.features.facenet_model import FaceNetEmbedder
 from facecluster.reduce import make_reducer
+from facecluster.resolve import build_config
 
 GOALS = {"cosine_mean": 0.995, "cosine_worst": 0.98, "nearest_neighbour_agreement": 0.95,
          "cluster_agreement": 0.99}

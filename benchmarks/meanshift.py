@@ -25,9 +25,9 @@ from sklearn.cluster import MeanShift
 from sklearn.datasets import make_blobs
 
 from facecluster.cluster import QuantileMeanShift
-from facecluster.config import build_config
 from facecluster.features.facenet_model import FaceNetEmbedder
 from facecluster.reduce import make_reducer
+from facecluster.resolve import build_config
 
 
 def best_time(fit, repeats: int):

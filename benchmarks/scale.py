@@ -140,10 +140,10 @@ def _in_memory(name: str, X: np.ndarray) -> np.ndarray:
 
 def measure_extraction(engine_name: str, dev: Path) -> dict:
     """In a child: extract every dev image with a cold store on ``engine_name``."""
-    from facecluster.config import build_config
     from facecluster.dataset import discover
     from facecluster.engines import make_engine
     from facecluster.features import make_extractor
+    from facecluster.resolve import build_config
     from facecluster.store import FeatureStore
 
     config = build_config("study")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from _common import DEV_SET, dev_samples, print_table, write_results
 
-from facecluster.config import build_config
 from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
+from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 
 

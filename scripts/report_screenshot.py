@@ -16,9 +16,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from facecluster.config import load_config
 from facecluster.pipeline import run
 from facecluster.report.browser import chromium_page, hover_point, row_data, wait_for_plots
+from facecluster.resolve import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

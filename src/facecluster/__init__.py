@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 # process decoding and detecting faces — does not load scikit-learn, SciPy and matplotlib.
 _EXPORTS = {
     "CLUSTERERS": "cluster", "QuantileMeanShift": "cluster", "make_clusterer": "cluster",
-    "Config": "config", "ConfigError": "config", "build_config": "config", "load_config": "config",
+    "Config": "config", "ConfigError": "errors", "build_config": "resolve", "load_config": "resolve",
     "Dataset": "dataset", "DatasetError": "dataset", "Sample": "dataset", "discover": "dataset",
     "majority_mapping": "evaluate", "score": "evaluate",
     "run": "pipeline",

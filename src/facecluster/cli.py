@@ -9,16 +9,16 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from facecluster.config import ConfigError, load_config
-from facecluster.dataset import DatasetError
+from facecluster.errors import ConfigError, FaceclusterError
 from facecluster.images import display_name
 from facecluster.report.tables import audit_lines, family_table, fmt_score, leaderboard_table
 
@@ -32,6 +32,63 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 @app.callback()
 def _main() -> None:
     """Cluster face embeddings and measure how well clusters separate real from fake faces."""
+    # The command line, not the library, decides what the user sees of the log.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+
+
+# The options every command that reads a dataset shares, written once.
+Data = Annotated[Path, typer.Argument(help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split]).")]
+Preset = Annotated[str, typer.Option(help="Settings to start from; 'study' is the original study's.")]
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", help="TOML file overriding any setting (for sweep: also a \\[sweep] grid table).")]
+CacheDir = Annotated[Optional[Path], typer.Option(help="Feature cache folder (default: the user cache).")]
+Workers = Annotated[Optional[int], typer.Option(min=0, help="Processes for decoding and detection (default: all cores).")]
+EngineName = Annotated[str, typer.Option(help="Where extraction runs: 'local' or 'ray' (pip install facecluster\\[ray]).")]
+Address = Annotated[Optional[str], typer.Option(help="Ray cluster to join with --engine ray: 'auto' or ray://host:port.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+# typer's Exit and Abort are their own classes (RuntimeError subclasses), not click's.
+_EXITS = (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort)
+
+
+class _ErrorHandler:
+    """The one error handler of every command.
+
+    A `FaceclusterError` (bad config, dataset, weights or model file, missing extra) is the
+    user's to fix: its message as one line, exit code 2. An interrupt is exit code 130 and an
+    `OSError` one line naming the file, exit code 1. Anything else is ours: one line naming it,
+    the traceback saved in ``out/error.log`` for a bug report, exit code 1. ``out`` may be set
+    inside the block, once the command knows its output folder.
+    """
+
+    def __init__(self, out: Optional[Path] = None) -> None:
+        self.out = out
+
+    def __enter__(self) -> "_ErrorHandler":
+        return self
+
+    def __exit__(self, kind, error, trace) -> bool:
+        if error is None or isinstance(error, _EXITS):
+            return False  # a deliberate exit (`_fail`) or a usage error: typer reports it
+        if isinstance(error, FaceclusterError):
+            _fail(str(error))
+        if isinstance(error, KeyboardInterrupt):
+            _fail("interrupted; run the same command again to resume from the feature cache", 130)
+        if isinstance(error, OSError):
+            where = display_name(error.filename) if error.filename else "a file"
+            _fail(f"{where}: {error.strerror or error}; check the path, its permissions and the free space", 1)
+        if isinstance(error, Exception):  # one line for the user, the traceback kept for a bug report
+            _fail(f"stopped by {type(error).__name__}: {error} (traceback in {_crash_report(self.out, error)})", 1)
+        return False
+
+
+def _extraction(engine: str, workers: Optional[int], address: Optional[str], cache_dir: Optional[Path]):
+    """The engine and feature store the extraction options name."""
+    from facecluster.engines import make_engine
+    from facecluster.store import FeatureStore
+
+    return make_engine(engine, workers=workers, address=address), FeatureStore(cache_dir)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -137,41 +194,34 @@ def with_options(settings, detector: str | None = None, precision: str | None = 
 
 @app.command()
 def run(
-    data: Path = typer.Argument(..., help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split])."),
-    preset: str = typer.Option("study", help="Settings to start from; 'study' is the original study's."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML file overriding any setting."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: a new one under runs/)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: the user cache)."),
-    workers: Optional[int] = typer.Option(None, min=0, help="Processes for decoding and detection (default: all cores)."),
-    engine: str = typer.Option("local", help="Where extraction runs: 'local' or 'ray' (pip install facecluster[ray])."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray: 'auto' or ray://host:port."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    detector: Optional[str] = typer.Option(None, help="Face detector: mtcnn (the study's) or yunet (faster)."),
-    precision: Optional[str] = typer.Option(None, help="FaceNet precision: fp32 (the study's) or int8 (faster)."),
+    data: Data,
+    preset: Preset = "study",
+    config: ConfigFile = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default: a new one under runs/).")] = None,
+    cache_dir: CacheDir = None,
+    workers: Workers = None,
+    engine: EngineName = "local",
+    address: Address = None,
+    quiet: Quiet = False,
+    detector: Annotated[Optional[str], typer.Option(help="Face detector: mtcnn (the study's) or yunet (faster).")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="FaceNet precision: fp32 (the study's) or int8 (faster).")] = None,
 ) -> None:
     """Embed, reduce and cluster the faces in DATA, then score the clusters against the labels."""
-    from facecluster.engines import make_engine
     from facecluster.pipeline import new_run_dir, run as run_pipeline
-    from facecluster.store import FeatureStore
+    from facecluster.resolve import load_config
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        settings = load_config(config, preset)
-        settings = with_options(settings, detector=detector, precision=precision)
-        runner = make_engine(engine, workers=workers, address=address)
-        out = out or new_run_dir()
+    with _ErrorHandler(out) as handler:
+        settings = with_options(load_config(config, preset), detector=detector, precision=precision)
+        runner, store = _extraction(engine, workers, address, cache_dir)
+        out = handler.out = out or new_run_dir()
         started = time.perf_counter()
-        results = run_pipeline(data, settings, out, store=FeatureStore(cache_dir), engine=runner, progress=not quiet)
+        results = run_pipeline(data, settings, out, store=store, engine=runner, progress=not quiet)
         seconds = time.perf_counter() - started
-    except (ConfigError, DatasetError) as error:
-        _fail(str(error))
-    except KeyboardInterrupt:
-        _fail("interrupted; run the same command again to resume from the feature cache", 130)
-    except OSError as error:
-        where = display_name(error.filename) if error.filename else "a file"
-        _fail(f"{where}: {error.strerror or error}; check the path, its permissions and the free space", 1)
-    except Exception as error:  # one line for the user, the traceback kept for a bug report
-        _fail(f"stopped by {type(error).__name__}: {error} (traceback in {_crash_report(out, error)})", 1)
+        _print_run(results, out, seconds)
+
+
+def _print_run(results: dict, out: Path, seconds: float) -> None:
     _print_counts(results)
     _print_issues(results)
     out_console.print(score_table(results))
@@ -191,59 +241,51 @@ def run(
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `facecluster run`."),
-    images: Optional[Path] = typer.Option(None, help="Where the dataset's images are now, if they moved since the run."),
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `facecluster run`.")],
+    images: Annotated[Optional[Path], typer.Option(
+        help="Where the dataset's images are now, if they moved since the run.")] = None,
 ) -> None:
     """Rebuild RUN_DIR/report.html from the run's results.json and files; nothing is recomputed."""
-    from facecluster.report.html import ReportError, write_report
+    from facecluster.report.html import write_report
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
+    with _ErrorHandler(run_dir):
         path = write_report(run_dir, root=images)
-    except ReportError as error:
-        _fail(str(error))
-    err_console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
+        err_console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 
 @app.command()
 def sweep(
-    data: Path = typer.Argument(..., help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split])."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for sweep.json, best.toml and plots/."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c",
-                                          help="TOML grid: a \\[sweep] table, other tables override the base settings."),
-    preset: str = typer.Option("study", help="Base settings the grid starts from."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: the user cache)."),
-    workers: Optional[int] = typer.Option(None, min=0, help="Processes for decoding and detection (default: all cores)."),
-    engine: str = typer.Option("local", help="Where extraction runs: 'local' or 'ray'."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray."),
-    top: int = typer.Option(15, min=1, help="Leaderboard rows to print."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    data: Data,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for sweep.json, best.toml and plots/.")],
+    config: ConfigFile = None,
+    preset: Preset = "study",
+    cache_dir: CacheDir = None,
+    workers: Workers = None,
+    engine: EngineName = "local",
+    address: Address = None,
+    top: Annotated[int, typer.Option(min=1, help="Leaderboard rows to print.")] = 15,
+    quiet: Quiet = False,
 ) -> None:
     """Run a grid of features × crops × reducers × clusterers; choose the best with train-only criteria."""
     from facecluster.dataset import discover
-    from facecluster.engines import make_engine
-    from facecluster.store import FeatureStore
     from facecluster.sweep import Grid, sweep as run_sweep, write_outputs
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
+    with _ErrorHandler(out):
         grid = Grid.from_toml(config, preset)
         dataset = discover(data, grid.base.dataset)
-        runner = make_engine(engine, workers=workers, address=address)
-        result = run_sweep(dataset, grid, runner, FeatureStore(cache_dir), progress=not quiet)
-    except (ConfigError, DatasetError) as error:
-        _fail(str(error))
-    files = write_outputs(result, grid, out)
-    out_console.print(leaderboard_table(result, top))
-    out_console.print(family_table(result))
-    best = result["best"]
-    if best is None:
-        _fail("no configuration of the grid could be fitted; see the errors in " + str(files["sweep"]))
-    out_console.print(f"chosen with train-only criterion '{result['selection']['criterion']}': {best['id']}; "
-                      f"valid balanced accuracy {fmt_score(best.get('valid', {}).get('balanced_accuracy'))} "
-                      f"(reported, not used to choose)", highlight=False)
-    err_console.print(f"{len(result['failed'])} configurations failed; sweep took {result['seconds']:.0f} s; "
-                      f"written: {', '.join(str(p) for p in files.values())}", highlight=False)
+        runner, store = _extraction(engine, workers, address, cache_dir)
+        result = run_sweep(dataset, grid, runner, store, progress=not quiet)
+        files = write_outputs(result, grid, out)
+        out_console.print(leaderboard_table(result, top))
+        out_console.print(family_table(result))
+        best = result["best"]
+        if best is None:
+            _fail("no configuration of the grid could be fitted; see the errors in " + str(files["sweep"]))
+        out_console.print(f"chosen with train-only criterion '{result['selection']['criterion']}': {best['id']}; "
+                          f"valid balanced accuracy {fmt_score(best.get('valid', {}).get('balanced_accuracy'))} "
+                          f"(reported, not used to choose)", highlight=False)
+        err_console.print(f"{len(result['failed'])} configurations failed; sweep took {result['seconds']:.0f} s; "
+                          f"written: {', '.join(str(p) for p in files.values())}", highlight=False)
 
 
 def print_audit(result: dict) -> None:
@@ -260,39 +302,35 @@ def print_audit(result: dict) -> None:
 
 @app.command()
 def audit(
-    data: Path = typer.Argument(..., help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split])."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for audit.json (default: print only)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings: the feature and clusterers "
-                                          "compared on box and aligned crops, [audit] options."),
-    preset: str = typer.Option("study", help="Settings to start from."),
-    alignment: bool = typer.Option(True, help="Compare box and aligned crops (extracts features twice, cached)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: the user cache)."),
-    workers: Optional[int] = typer.Option(None, min=0, help="Processes for decoding and detection (default: all cores)."),
-    engine: str = typer.Option("local", help="Where extraction runs: 'local' or 'ray'."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster to join with --engine ray."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    data: Data,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for audit.json (default: print only).")] = None,
+    config: ConfigFile = None,
+    preset: Preset = "study",
+    alignment: Annotated[bool, typer.Option(
+        help="Compare box and aligned crops (extracts features twice, cached).")] = True,
+    cache_dir: CacheDir = None,
+    workers: Workers = None,
+    engine: EngineName = "local",
+    address: Address = None,
+    quiet: Quiet = False,
 ) -> None:
     """Look for shortcuts: metadata, file names, framing and alignment that separate the labels without realness."""
     import json
 
     from facecluster.audit import audit as run_audit
     from facecluster.dataset import discover
-    from facecluster.engines import make_engine
-    from facecluster.store import FeatureStore
+    from facecluster.resolve import load_config
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
+    with _ErrorHandler(out):
         settings = load_config(config, preset)
         dataset = discover(data, settings.dataset)
-        runner = make_engine(engine, workers=workers, address=address) if alignment else None
-        result = run_audit(dataset, settings, runner, FeatureStore(cache_dir), alignment=alignment, progress=not quiet)
-    except (ConfigError, DatasetError) as error:
-        _fail(str(error))
-    print_audit(result)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "audit.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        err_console.print(f"audit: {out / 'audit.json'}", highlight=False)
+        runner, store = _extraction(engine, workers, address, cache_dir) if alignment else (None, None)
+        result = run_audit(dataset, settings, runner, store, alignment=alignment, progress=not quiet)
+        print_audit(result)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "audit.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+            err_console.print(f"audit: {out / 'audit.json'}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -8,6 +8,7 @@ the train clusters.
 
 from __future__ import annotations
 
+import re
 from numbers import Integral, Real
 from typing import Any, Callable
 
@@ -327,6 +328,41 @@ def make_clusterer(algorithm: str, params: dict[str, Any] | None = None, seed: i
         return CLUSTERERS[algorithm](**params)
     except TypeError as error:
         raise ValueError(f"{algorithm}: bad parameter ({error})") from None
+
+
+def check_method(name: str, algorithm: str, params: dict[str, Any] | None = None, seed: int = 0) -> None:
+    """Refuse an unknown algorithm or bad parameters of the method ``name`` now, not after hours of extraction.
+
+    Builds the estimator and runs scikit-learn's own check of parameter names, types and ranges.
+
+    Raises
+    ------
+    ValueError
+        Naming the key (``methods.<name>.algorithm`` or ``methods.<name>.params.<key>``) and what is allowed.
+    """
+    if algorithm not in CLUSTERERS:
+        raise ValueError(f"methods.{name}.algorithm = {algorithm!r} is unknown; choose one of {sorted(CLUSTERERS)}")
+    where = f"methods.{name}.params"
+    try:
+        model = make_clusterer(algorithm, params, seed=seed)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}; the parameters of {algorithm!r} are {_param_names(algorithm)}") from None
+    for estimator in (model, getattr(model, "estimator", None)):
+        if estimator is not None and hasattr(estimator, "_parameter_constraints"):
+            try:
+                estimator._validate_params()
+            except (ValueError, TypeError) as error:
+                key = re.match(r"The '(\w+)' parameter", str(error))
+                raise ValueError(f"{where}{'.' + key.group(1) if key else ''}: {error}") from None
+
+
+def _param_names(algorithm: str) -> list[str]:
+    try:
+        model = make_clusterer(algorithm, {})
+    except ValueError:
+        return []
+    inner = getattr(model, "estimator", None)
+    return sorted((inner if inner is not None else model).get_params(deep=False))
 
 
 AUTO_K_ALGORITHMS = ("kmeans", "minibatch-kmeans", "gmm", "agglomerative", "spectral", "birch")

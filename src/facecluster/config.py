@@ -1,4 +1,4 @@
-"""Typed experiment configuration, the study preset, and TOML loading.
+"""Typed experiment configuration (the schema only), the study preset, and TOML reading.
 
 Every setting of a run lives here, with its default. A TOML file overrides any of them
 with the same nesting (a ``[methods]`` table replaces the preset's methods as a whole: the
@@ -11,7 +11,9 @@ methods a file lists are the methods that run), for example::
     threshold = 0.05
 
 Unknown keys, wrong types and out-of-range values are refused with a message that names
-the key and what is allowed.
+the key and what is allowed. This module knows no stage: which clustering algorithms and
+feature families exist, and which parameters they take, the registries check themselves;
+`facecluster.resolve` puts the two together (`build_config`, `load_config`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from facecluster.errors import ConfigError
 
 LABELS = ("real", "fake")
 
@@ -182,63 +186,16 @@ class Config(_Strict):
     audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @model_validator(mode="after")
-    def _methods_known(self) -> "Config":
-        from facecluster.cluster import CLUSTERERS
-
-        for name, method in self.methods.items():
+    def _method_names(self) -> "Config":
+        # Algorithms and their parameters are the cluster registry's to check (`facecluster.cluster.check_method`).
+        for name in self.methods:
             if not METHOD_NAME.fullmatch(name):
                 raise ValueError(f"methods.{name!r}: a method name names its figure files; use letters, digits, "
                                  "'-', '_' or '.' (starting with a letter or digit, at most 64)")
-            if method.algorithm not in CLUSTERERS:
-                raise ValueError(
-                    f"methods.{name}.algorithm = {method.algorithm!r} is unknown; "
-                    f"choose one of {sorted(CLUSTERERS)}"
-                )
-            _check_params(name, method, self.seed)
-        return self
-
-    @model_validator(mode="after")
-    def _extractor_known(self) -> "Config":
-        from facecluster.features import EXTRACTORS
-
-        unknown = [part.strip() for part in self.features.extractor.split("+") if part.strip() not in EXTRACTORS]
-        if unknown:
-            raise ValueError(f"features.extractor = {self.features.extractor!r}: {unknown} unknown; "
-                             f"choose one of {sorted(EXTRACTORS)}")
         return self
 
 
 METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def _check_params(name: str, method: MethodConfig, seed: int) -> None:
-    """Build the method's estimator and check its parameters now, not after hours of extraction."""
-    from facecluster.cluster import make_clusterer
-
-    where = f"methods.{name}.params"
-    try:
-        model = make_clusterer(method.algorithm, method.params, seed=seed)
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}; the parameters of {method.algorithm!r} are "
-                         f"{_param_names(method.algorithm)}") from None
-    for estimator in (model, getattr(model, "estimator", None)):
-        if estimator is not None and hasattr(estimator, "_parameter_constraints"):
-            try:
-                estimator._validate_params()  # scikit-learn's own check of names, types and ranges
-            except (ValueError, TypeError) as error:
-                key = re.match(r"The '(\w+)' parameter", str(error))
-                raise ValueError(f"{where}{'.' + key.group(1) if key else ''}: {error}") from None
-
-
-def _param_names(algorithm: str) -> list[str]:
-    from facecluster.cluster import make_clusterer
-
-    try:
-        model = make_clusterer(algorithm, {})
-    except ValueError:
-        return []
-    inner = getattr(model, "estimator", None)
-    return sorted((inner if inner is not None else model).get_params(deep=False))
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -251,10 +208,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "methods": STUDY_METHODS,
     },
 }
-
-
-class ConfigError(ValueError):
-    """A configuration the user gave cannot be used; the message says which key and why."""
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -277,12 +230,20 @@ def _describe(error: ValidationError, source: str) -> str:
         elif item["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         lines.append(f"{source}: {key}: {message}" if key else f"{source}: {message}")
-    return " ".join("; ".join(lines).split())  # one line, whatever the messages held
+    return one_line("; ".join(lines))
 
 
-def build_config(preset: str | None = "study", overrides: dict[str, Any] | None = None,
+def one_line(text: str) -> str:
+    """``text`` on one line, whatever line breaks its messages held."""
+    return " ".join(text.split())
+
+
+def parse_config(preset: str | None = "study", overrides: dict[str, Any] | None = None,
                  source: str = "config") -> Config:
-    """Resolve a preset and overrides into a validated `Config`.
+    """A preset and overrides checked against the schema only (keys, types, ranges).
+
+    The registries' own checks (clustering algorithms and their parameters, feature families)
+    are added by `facecluster.resolve.build_config`, which is what callers normally want.
 
     Raises
     ------
@@ -317,13 +278,8 @@ def read_toml(path: Path | None, what: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({error}); fix the syntax") from None
 
 
-def load_config(path: Path | None, preset: str | None = "study") -> Config:
-    """Read a TOML file (if any) over a preset."""
-    return build_config(preset, read_toml(path), source=str(path) if path else "config")
-
-
 def dump_config(config: Config) -> str:
-    """The resolved config as TOML text, loadable with `load_config(path, preset=None)`."""
+    """The resolved config as TOML text, loadable with `facecluster.resolve.load_config(path, preset=None)`."""
     data = config.model_dump(mode="json", exclude_none=True)
     if config.reduce.n_components is None:
         data["reduce"]["n_components"] = "none"  # else the preset's value would come back on loading

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facecluster.config import LABELS, DatasetConfig
+from facecluster.errors import FaceclusterError
 from facecluster.images import MAX_FILE_BYTES, ImageError, display_name, open_regular
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ SKIP_MESSAGES = {
 }
 
 
-class DatasetError(ValueError):
+class DatasetError(FaceclusterError, ValueError):
     """The dataset cannot be read as given; the message says what was found and the fix."""
 
 

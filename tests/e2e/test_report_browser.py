@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from facecluster.config import build_config
 from facecluster.pipeline import run
 from facecluster.report.browser import CHROMIUM, chromium_page, hover_point, row_data, wait_for_plots
+from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 from tests.conftest import make_dataset
 

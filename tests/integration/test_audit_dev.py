@@ -3,8 +3,8 @@
 import pytest
 
 from facecluster.audit import audit
-from facecluster.config import build_config
 from facecluster.dataset import discover
+from facecluster.resolve import build_config
 
 
 @pytest.mark.integration

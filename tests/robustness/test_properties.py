@@ -20,8 +20,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from facecluster.cluster import CLUSTERERS
-from facecluster.config import Config, ConfigError, build_config, dump_config, load_config
+from facecluster.config import Config, dump_config
 from facecluster.dataset import Dataset, DatasetError, discover
+from facecluster.errors import ConfigError
+from facecluster.resolve import build_config, load_config
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from facecluster.audit import alignment_verdict, audit, relative_name
 from facecluster.cli import app
-from facecluster.config import build_config
 from facecluster.dataset import Sample, discover
 from facecluster.imagemeta import estimate_jpeg_quality, is_greyscale, name_words
+from facecluster.resolve import build_config
 from tests.conftest import synthetic_face
 
 

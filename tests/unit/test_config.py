@@ -1,6 +1,8 @@
 import pytest
 
-from facecluster.config import ConfigError, build_config, dump_config, load_config
+from facecluster.config import dump_config
+from facecluster.errors import ConfigError
+from facecluster.resolve import build_config, load_config
 
 
 def test_study_preset_holds_the_study_settings():

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
+from facecluster.errors import ModelFileError
 from facecluster.features import facenet_model
 from facecluster.features.facenet_model import (
     SHIPPED_GRAPH_SHA256,
     FaceNetEmbedder,
-    ModelFileError,
     ensure_onnx_model,
     file_sha256,
     shipped_graph_path,

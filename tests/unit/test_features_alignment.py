@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facecluster.config import FacesConfig, build_config
+from facecluster.config import FacesConfig
 from facecluster.faces import alignment_framing, alignment_template, align_face, crop_face, cut_face
+from facecluster.resolve import build_config
 
 
 def dots_image(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -9,13 +9,13 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 
-from facecluster.config import ReduceConfig, build_config
+from facecluster.config import FeaturesConfig, ReduceConfig
 from facecluster.engines.local import LocalEngine
 from facecluster.features import make_extractor
 from facecluster.features.combine import CombinedFeatures, FamilyStandardizer, standardize_families
-from facecluster.config import FeaturesConfig
 from facecluster.pipeline import run
 from facecluster.reduce import make_reducer
+from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 
 from .test_features_handcrafted import batch, records

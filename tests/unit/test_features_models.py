@@ -9,7 +9,8 @@ import pytest
 
 from facecluster.config import FeaturesConfig
 from facecluster.features import dlib_resnet, make_extractor
-from facecluster.features.dlib_resnet import DlibFeatures, MissingExtraError
+from facecluster.errors import MissingExtraError
+from facecluster.features.dlib_resnet import DlibFeatures
 
 from .test_facenet_model import synthetic_face
 

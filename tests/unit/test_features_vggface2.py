@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecluster.config import ConfigError, FeaturesConfig
+from facecluster.config import FeaturesConfig
+from facecluster.errors import ConfigError
 from facecluster.features import make_extractor
 from facecluster.features.facenet_model import FaceNetEmbedder, shipped_graph_path
 from facecluster.features.tf_graph import read_graph_def

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facecluster.config import ConfigError, build_config
+from facecluster.errors import ConfigError
 from facecluster.features import make_extractor
 from facecluster.features import facenet_quant
 from facecluster.features.facenet_model import FaceNetEmbedder
 from facecluster.features.facenet_quant import PrecisionError, load_calibration
+from facecluster.resolve import build_config
 
 from .test_facenet_model import cosine, synthetic_face
 

@@ -11,9 +11,9 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_info
 
 from facecluster import cluster, protocol
-from facecluster.config import build_config
 from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
+from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 from tests.conftest import csv_rows, make_dataset, write_csv
 

@@ -7,9 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from facecluster.cli import app
-from facecluster.config import ConfigError, FacesConfig, build_config, load_config
+from facecluster.config import FacesConfig
 from facecluster.dataset import discover
 from facecluster.engines.local import LocalEngine
+from facecluster.errors import ConfigError
+from facecluster.resolve import build_config, load_config
 from facecluster.store import FeatureStore
 from facecluster.sweep import Grid, sweep, write_outputs
 from tests.conftest import csv_rows, make_dataset, write_csv

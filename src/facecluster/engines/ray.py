@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from facecluster.config import FacesConfig
 from facecluster.engines.base import Extraction, Ledger, cache_tables, face_work, init_worker
+from facecluster.errors import MissingExtraError
 from facecluster.records import OK, empty_records
 
 
@@ -40,7 +41,7 @@ def _import_ray():
         import ray
         import ray.data
     except ImportError:
-        raise ImportError("the ray engine needs Ray: pip install 'facecluster[ray]'") from None
+        raise MissingExtraError("the ray engine needs Ray: pip install 'facecluster[ray]'") from None
     return ray
 
 

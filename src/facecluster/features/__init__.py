@@ -95,6 +95,19 @@ EXTRACTORS: dict[str, Callable[[FeaturesConfig], Extractor]] = {
 }
 
 
+def check_extractor(extractor: str) -> None:
+    """Refuse an unknown family in ``features.extractor`` (names joined by ``+``) before any work.
+
+    Raises
+    ------
+    ValueError
+        Naming the unknown families and the known ones.
+    """
+    unknown = [part.strip() for part in extractor.split("+") if part.strip() not in EXTRACTORS]
+    if unknown:
+        raise ValueError(f"features.extractor = {extractor!r}: {unknown} unknown; choose one of {sorted(EXTRACTORS)}")
+
+
 def make_extractor(config: FeaturesConfig) -> Extractor:
     """The extractor named by ``config.extractor``; ``"a+b"`` combines families (`CombinedFeatures`).
 

@@ -16,16 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from facecluster.errors import MissingExtraError
 from facecluster.features.base import check_crops
 from facecluster.features.facenet_model import file_sha256
 
 EXTRA = "pip install 'facecluster[dlib]'  (dlib-bin and face-recognition-models)"
 SHAPE_MODEL = "shape_predictor_5_face_landmarks.dat"
 RESNET_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency is not installed; the message says which extra to install."""
 
 
 def dlib_model_files() -> dict[str, Path]:

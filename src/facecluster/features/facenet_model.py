@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from facecluster.atomic import atomic_path, write_atomically
+from facecluster.errors import ModelFileError
 
 from .tf2onnx import convert_frozen_graph
 
@@ -33,7 +34,6 @@ __all__ = [
     "CHECKPOINT",
     "DEFAULT_OUTPUTS",
     "FaceNetEmbedder",
-    "ModelFileError",
     "SHIPPED_GRAPH_SHA256",
     "ensure_onnx_model",
     "file_sha256",
@@ -53,10 +53,6 @@ OUTPUT_DIMS = {"embeddings": 512, "bottleneck": 1792}
 #: Bump when the converter's output changes, so stale cached models are not reused.
 CONVERTER_VERSION = 1
 BACKENDS = ("auto", "onnx", "opencv")
-
-
-class ModelFileError(RuntimeError):
-    """A model file is missing or is not the file we pinned."""
 
 
 def file_sha256(path: str | Path) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecluster.config import ConfigError
+from facecluster.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from facecluster.atomic import write_atomically
+from facecluster.errors import FaceclusterError
 
 from .tf_graph import GraphDefError, TFNode, read_graph_def
 
@@ -43,7 +44,7 @@ _TO_NCHW, _TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
 _NHWC_AXIS_IN_NCHW = {0: 0, 1: 2, 2: 3, 3: 1}
 
 
-class ConversionError(RuntimeError):
+class ConversionError(FaceclusterError, RuntimeError):
     """The TensorFlow graph cannot be converted; the message says why."""
 
 

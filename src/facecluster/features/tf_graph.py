@@ -16,6 +16,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from facecluster.errors import FaceclusterError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["GraphDefError", "TFNode", "read_graph_def", "parse_graph_def", "DTYPES"]
@@ -38,7 +40,7 @@ _STRING_DTYPE = 7
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 
 
-class GraphDefError(ValueError):
+class GraphDefError(FaceclusterError, ValueError):
     """The bytes are not a readable TensorFlow GraphDef."""
 
 

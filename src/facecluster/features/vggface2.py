@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecluster.config import ConfigError
+from facecluster.errors import ConfigError
 from facecluster.features.base import check_crops
 from facecluster.features.facenet_model import (
     CONVERTER_VERSION,

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facecluster.errors import FaceclusterError
+
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization's magic number before the zip format
 STORAGE_DTYPES = {
@@ -28,7 +30,7 @@ STORAGE_DTYPES = {
 }
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(FaceclusterError, ValueError):
     """A weights file cannot be read; the message names the file and why."""
 
 

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from facecluster.errors import MissingExtraError
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -34,7 +36,7 @@ def chromium_page(width: int = 1400, height: int = 900, executable: Path = CHROM
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise RuntimeError("Playwright is not installed; pip install 'facecluster[test]'") from None
+        raise MissingExtraError("Playwright is not installed; pip install 'facecluster[test]'") from None
     if not Path(executable).exists():
         raise RuntimeError(f"{executable}: no Chromium there; apt-get install chromium")
     with tempfile.TemporaryDirectory(prefix="facecluster-chromium-") as profile, sync_playwright() as playwright:

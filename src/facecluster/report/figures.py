@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+# Figures are built with matplotlib's object API, never pyplot: the files are drawn by the Agg
+# canvas that savefig picks for PNG, and a notebook's or host program's backend is left alone.
 
 MARKERS = {"real": "o", "fake": "x"}
 SPLIT_ALPHA = {"train": 0.75, "valid": 0.35, "test": 0.35}
@@ -21,8 +22,9 @@ def scatter_png(path: Path, coords: np.ndarray, clusters: np.ndarray, labels: np
 
     Only the first two reduced dimensions are drawn.
     """
-    figure, axes = plt.subplots(figsize=(7.5, 6), dpi=110)
-    cmap = plt.get_cmap("tab10")
+    figure = Figure(figsize=(7.5, 6), dpi=110)
+    axes = figure.subplots()
+    cmap = matplotlib.colormaps["tab10"]
     ids = sorted(np.unique(clusters).tolist())
     y = coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(coords))
     for colour, cluster in enumerate(ids):
@@ -42,7 +44,6 @@ def scatter_png(path: Path, coords: np.ndarray, clusters: np.ndarray, labels: np
     axes.set_title(title + " (faded: not train)", fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
     return path
 
 

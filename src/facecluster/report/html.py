@@ -17,6 +17,7 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from facecluster.atomic import write_atomically
+from facecluster.errors import FaceclusterError
 from facecluster.records import NO_FACE, USABLE
 from facecluster.report.thumbnails import THUMBNAIL_SIZE, face_thumbnails, file_data_uri
 
@@ -27,7 +28,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."), ("ari", "ARI"), ("nmi", "NMI"))
 
 
-class ReportError(ValueError):
+class ReportError(FaceclusterError, ValueError):
     """A run directory the report cannot be built from; the message names the file and the fix."""
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# matplotlib's object API, never pyplot: savefig draws PNGs with Agg, the host's backend is untouched.
 
 CROP_COLOURS = {"box": "#1f77b4", "aligned": "#d62728"}
 CRITERION_KEYS = {"cv_mapping": "cv_mapping_balanced_accuracy", "silhouette": "silhouette"}
@@ -45,7 +44,8 @@ def parameter_plots(rows: list[dict], folder: Path, selection: str) -> dict[str,
     files = {}
     for name, values in _parameters(rows).items():
         order = _order(values)
-        figure, axes = plt.subplots(2, 1, figsize=(max(5.0, 1.1 * len(order) + 2), 6.5), dpi=100, sharex=True)
+        figure = Figure(figsize=(max(5.0, 1.1 * len(order) + 2), 6.5), dpi=100)
+        axes = figure.subplots(2, 1, sharex=True)
         for panel, (ax, getter, title) in enumerate(zip(axes, (
                 lambda r: r.get("valid", {}).get("balanced_accuracy"),
                 lambda r: r["train"].get(criterion_key)),
@@ -73,6 +73,5 @@ def parameter_plots(rows: list[dict], folder: Path, selection: str) -> dict[str,
         figure.tight_layout()
         path = folder / f"score-vs-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png"
         figure.savefig(path)
-        plt.close(figure)
         files[name] = path
     return files
