@@ -292,7 +292,7 @@ def main() -> None:
         measured = {row["clusterer"] for row in clustering}
         clustering = [row for row in earlier["clustering"] if row["clusterer"] not in measured] + clustering
         extraction = extraction or earlier["extraction"]
-    from facecluster.pipeline import package_versions
+    from facecluster.outputs import package_versions
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"clustering": clustering, "extraction": extraction, "dim": DIM,

@@ -315,10 +315,10 @@ def audit(
     quiet: Quiet = False,
 ) -> None:
     """Look for shortcuts: metadata, file names, framing and alignment that separate the labels without realness."""
-    import json
 
     from facecluster.audit import audit as run_audit
     from facecluster.dataset import discover
+    from facecluster.outputs import provenance, write_json
     from facecluster.resolve import load_config
 
     with _ErrorHandler(out):
@@ -328,8 +328,7 @@ def audit(
         result = run_audit(dataset, settings, runner, store, alignment=alignment, progress=not quiet)
         print_audit(result)
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "audit.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+            write_json(out / "audit.json", {**result, "provenance": provenance(settings)})
             err_console.print(f"audit: {out / 'audit.json'}", highlight=False)
 
 

