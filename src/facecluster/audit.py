@@ -269,6 +269,7 @@ def alignment_check(dataset: Dataset, config: Config, engine, store, progress: b
         extraction = engine.extract(dataset.samples, faces_config, extractor, store, progress=progress)
         _, evaluation = fit_and_evaluate(extraction.features, extraction.status, labels, splits,
                                              reduce=config.reduce, methods=config.methods, seed=config.seed,
+                                             naming=config.evaluation.naming,
                                              blocks=getattr(extractor, "blocks", None), n_resamples=0)
         usable = evaluation["usable"]
         scores[crop] = {name: result["scores"].get(scored, {}).get("balanced_accuracy")

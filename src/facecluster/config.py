@@ -153,8 +153,14 @@ class ReportConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    """Extra scores beside the train-majority mapping's."""
+    """How clusters are named from train labels, and the extra scores beside them."""
 
+    naming: Literal["majority", "enrichment"] = Field(
+        "majority",
+        description="Cluster → label rule: 'majority' (the study's: a cluster's most common train label) or "
+                    "'enrichment' (fake when its share of fakes exceeds train's: the train-balanced-accuracy-optimal "
+                    "naming, which does not collapse to one label when the classes are imbalanced).",
+    )
     bootstrap_resamples: int = Field(
         1000, ge=0, le=100_000, description="Bootstrap resamples of each scored split for 95% intervals; 0 turns them off."
     )

@@ -33,6 +33,28 @@ def majority_mapping(clusters: np.ndarray, labels: np.ndarray) -> dict[int, str]
     return mapping
 
 
+def enrichment_mapping(clusters: np.ndarray, labels: np.ndarray) -> dict[int, str]:
+    """Name a cluster "fake" when its share of fakes exceeds the share among all ``labels``, else "real".
+
+    This is the naming that maximises balanced accuracy on ``labels``: balanced accuracy is
+    a sum over clusters, a cluster named fake adding f_c/F − r_c/R (its fakes over all fakes
+    minus its reals over all reals), which is positive exactly when f_c/n_c > F/N. The
+    majority rule instead needs f_c/n_c > 1/2, so with few fakes every cluster is "real".
+    A cluster exactly at the prior takes the overall majority label.
+    """
+    labels = np.asarray(labels, dtype=object)
+    overall = Counter(labels.tolist()).most_common(1)[0][0]
+    prior = float(np.mean(labels == "fake"))
+    mapping = {}
+    for cluster in np.unique(clusters):
+        share = float(np.mean(labels[clusters == cluster] == "fake"))
+        mapping[int(cluster)] = "fake" if share > prior else ("real" if share < prior else overall)
+    return mapping
+
+
+NAMING_RULES = {"majority": majority_mapping, "enrichment": enrichment_mapping}
+
+
 def apply_mapping(clusters: np.ndarray, mapping: dict[int, str], default: str) -> np.ndarray:
     """Predicted labels for cluster ids; unknown ids get ``default``."""
     return np.array([mapping.get(int(c), default) for c in clusters], dtype=object)

@@ -63,6 +63,8 @@ class FaceModel(BaseEstimator):
         The feature extractor's identity (``cache_identity``); a model refuses features of another.
     faces : dict, optional
         The face settings (detector, crop, margin) the features were computed with.
+    naming : {"majority", "enrichment"}
+        How `name_clusters` names clusters from train labels (a method's manual mapping wins).
 
     Attributes
     ----------
@@ -76,13 +78,15 @@ class FaceModel(BaseEstimator):
     """
 
     def __init__(self, *, reduce: ReduceConfig | None = None, methods: dict[str, MethodConfig] | None = None,
-                 seed: int = 0, blocks: list | None = None, features: dict | None = None, faces: dict | None = None):
+                 seed: int = 0, blocks: list | None = None, features: dict | None = None, faces: dict | None = None,
+                 naming: str = "majority"):
         self.reduce = reduce
         self.methods = methods
         self.seed = seed
         self.blocks = blocks
         self.features = features
         self.faces = faces
+        self.naming = naming
 
     # -- fitting -------------------------------------------------------------------------
 
@@ -127,7 +131,7 @@ class FaceModel(BaseEstimator):
         """Learn each method's cluster → label mapping from the train rows' labels (or its manual mapping)."""
         for name in self.clusterers_:
             manual = self.methods[name].mapping
-            mapping, source, default = train_mapping(clusters[name], labels, train, manual)
+            mapping, source, default = train_mapping(clusters[name], labels, train, manual, self.naming)
             self.mappings_[name] = {"mapping": mapping, "source": source, "default": default}
         return self
 
@@ -205,6 +209,7 @@ class FaceModel(BaseEstimator):
                 "blocks": [list(b) for b in self.blocks] if self.blocks else None,
                 "features": self.features,
                 "faces": self.faces,
+                "naming": self.naming,
             },
             "n_features_in": self.n_features_in_,
             "fit_errors": self.fit_errors_,
@@ -232,7 +237,7 @@ class FaceModel(BaseEstimator):
                         methods={k: MethodConfig.model_validate(v) for k, v in params["methods"].items()},
                         seed=int(params["seed"]),
                         blocks=[tuple(b) for b in params["blocks"]] if params["blocks"] else None,
-                        features=params["features"], faces=params["faces"])
+                        features=params["features"], faces=params["faces"], naming=params["naming"])
             estimators = decode_estimators(document["estimators"], arrays, where)
             model.reducer_ = estimators.pop("reducer")
             model.clusterers_ = {k.split(".", 1)[1]: v for k, v in estimators.items()}
@@ -264,6 +269,7 @@ def auto_n_clusters(model) -> dict | None:
 
 def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: np.ndarray, *,
                      reduce: ReduceConfig, methods: dict[str, MethodConfig], seed: int = 0, blocks=None,
+                     naming: str = "majority",
                      n_resamples: int = 1000, record_errors: bool = False,
                      model_params: dict | None = None) -> tuple[FaceModel, dict[str, Any]]:
     """Fit a `FaceModel` on the train split, name its clusters with train labels, and score every split.
@@ -282,7 +288,7 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
     """
     usable = usable_rows(status, features)
     train = usable & (splits == "train")
-    model = FaceModel(reduce=reduce, methods=methods, seed=seed, blocks=blocks, **(model_params or {}))
+    model = FaceModel(reduce=reduce, methods=methods, seed=seed, blocks=blocks, naming=naming, **(model_params or {}))
     reduced, clusters = model.fit_rows(features, usable, train, record_errors=record_errors)
     model.name_clusters(clusters, labels, train)
     present = [s for s in SPLIT_ORDER if (splits == s).any()]
@@ -307,7 +313,8 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
             "scores": scores,
             "train_criteria": {
                 "silhouette": scores.get("train", {}).get("silhouette"),
-                "cv_mapping_balanced_accuracy": cross_validated_mapping_score(assigned[train], labels[train], seed=seed),
+                "cv_mapping_balanced_accuracy": cross_validated_mapping_score(assigned[train], labels[train], seed=seed,
+                                                                              naming=naming),
             },
             "seconds": round(model.fit_seconds_[name] + time.perf_counter() - started, 4),
         }

@@ -104,7 +104,7 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
                            "Check the problems listed above")
     model, evaluation = fit_and_evaluate(
         extraction.features, extraction.status, labels, splits, reduce=config.reduce, methods=config.methods,
-        seed=config.seed, blocks=getattr(extractor, "blocks", None),
+        seed=config.seed, blocks=getattr(extractor, "blocks", None), naming=config.evaluation.naming,
         n_resamples=config.evaluation.bootstrap_resamples,
         model_params={"features": extractor.cache_identity(), "faces": config.faces.model_dump(mode="json")})
     methods, assignments = evaluation["methods"], evaluation["clusters"]

@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from facecluster.cluster import make_clusterer
 from facecluster.config import ReduceConfig
 from facecluster.evaluate import (
+    NAMING_RULES,
     apply_mapping,
     bootstrap_intervals,
     majority_mapping,
@@ -82,15 +83,16 @@ def fit_clusterer(reduced: np.ndarray, usable: np.ndarray, train: np.ndarray, al
 
 
 def train_mapping(clusters: np.ndarray, labels: np.ndarray, train: np.ndarray,
-                  manual: dict[str, str] | None = None) -> tuple[dict[int, str], str, str]:
+                  manual: dict[str, str] | None = None, naming: str = "majority") -> tuple[dict[int, str], str, str]:
     """The cluster → label mapping from train only (or ``manual``), its source, and the default label.
 
-    The default (train's majority label) names clusters without train members.
+    ``naming`` is a rule of `NAMING_RULES` ("majority", "enrichment"). The default (train's
+    majority label) names clusters without train members.
     """
     default = majority_mapping(np.zeros(int(train.sum()), dtype=int), labels[train])[0]
     if manual is not None:
         return {int(k): v for k, v in manual.items()}, "manual", default
-    return majority_mapping(clusters[train], labels[train]), "majority", default
+    return NAMING_RULES[naming](clusters[train], labels[train]), naming, default
 
 
 def score_splits(labels: np.ndarray, splits: np.ndarray, usable: np.ndarray, clusters: np.ndarray,
@@ -111,8 +113,8 @@ def score_splits(labels: np.ndarray, splits: np.ndarray, usable: np.ndarray, clu
 
 
 def cross_validated_mapping_score(clusters: np.ndarray, labels: np.ndarray, n_folds: int = 5,
-                                  seed: int = 0) -> float | None:
-    """Balanced accuracy on train of the majority mapping, each fold mapped by the other folds.
+                                  seed: int = 0, naming: str = "majority") -> float | None:
+    """Balanced accuracy on train of the ``naming`` rule's mapping, each fold mapped by the other folds.
 
     The clusters are fitted once on all of train without labels; only the mapping is
     cross-validated. A clustering that wins by memorising (many tiny clusters) gets no
@@ -131,7 +133,7 @@ def cross_validated_mapping_score(clusters: np.ndarray, labels: np.ndarray, n_fo
     predicted = np.empty(len(labels), dtype=object)
     folds = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
     for fit_rows, held_rows in folds.split(clusters.reshape(-1, 1), labels.astype(str)):
-        mapping = majority_mapping(clusters[fit_rows], labels[fit_rows])
+        mapping = NAMING_RULES[naming](clusters[fit_rows], labels[fit_rows])
         default = majority_mapping(np.zeros(len(fit_rows), dtype=int), labels[fit_rows])[0]
         predicted[held_rows] = apply_mapping(clusters[held_rows], mapping, default)
     return float(balanced_accuracy_score(labels.astype(str), predicted.astype(str)))

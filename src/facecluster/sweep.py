@@ -38,7 +38,7 @@ SELECTION_CRITERIA = {
     # (clusters fitted once on all of train without labels; each fold's clusters named by the
     # other folds). It measures what we want (clusters that follow real/fake) with the labels
     # the protocol already uses for the mapping, and gives no credit to memorising.
-    "cv_mapping": "train balanced accuracy of the majority mapping, 5-fold cross-validated on train",
+    "cv_mapping": "train balanced accuracy of the cluster naming (evaluation.naming), 5-fold cross-validated on train",
     # Label-free, but it rewards the most compact structure (identity, pose, framing…),
     # which need not be real/fake, and is not comparable across dimensions.
     "silhouette": "mean silhouette of the train clusters in the reduced space (no labels)",
@@ -286,6 +286,7 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
                 warnings.simplefilter("ignore")
                 _, evaluation = fit_and_evaluate(extraction.features, extraction.status, labels, splits,
                                                  reduce=reduce_cfg, methods=methods, seed=grid.base.seed,
+                                                 naming=grid.base.evaluation.naming,
                                                  blocks=getattr(extractor, "blocks", None),
                                                  n_resamples=grid.bootstrap_resamples, record_errors=True)
             for row in _rows_of(evaluation, variants, reduce_cfg, features_name, crop):

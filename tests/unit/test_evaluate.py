@@ -95,3 +95,29 @@ def test_bootstrap_interval_brackets_the_score_shrinks_with_n_and_is_seeded():
     width = lambda c: c["balanced_accuracy"][1] - c["balanced_accuracy"][0]  # noqa: E731
     assert width(big) < width(ci) / 2
     assert bootstrap_intervals(truth, predicted, clusters, n_resamples=0)["accuracy"] is None
+
+
+def test_enrichment_naming_is_the_train_balanced_accuracy_optimum_and_survives_imbalance():
+    import itertools
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    from facecluster.evaluate import apply_mapping, enrichment_mapping, majority_mapping
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        k = int(rng.integers(2, 6))
+        clusters = rng.integers(0, k, 80)
+        labels = np.where(rng.random(80) < 0.2 + 0.6 * (clusters % 2) * rng.random(), "fake", "real").astype(object)
+        if len(set(labels)) < 2:
+            continue
+        ids = sorted(set(clusters.tolist()))
+        best = max(balanced_accuracy_score(labels, apply_mapping(clusters, dict(zip(ids, names)), "real"))
+                   for names in itertools.product(("real", "fake"), repeat=len(ids)))
+        ours = balanced_accuracy_score(labels, apply_mapping(clusters, enrichment_mapping(clusters, labels), "real"))
+        assert ours == pytest.approx(best)
+    # 25% fakes, one cluster 40% fake: majority names everything real (0.5); enrichment finds it.
+    clusters = np.array([0] * 50 + [1] * 50)
+    labels = np.array(["fake"] * 20 + ["real"] * 30 + ["fake"] * 5 + ["real"] * 45, dtype=object)
+    assert set(majority_mapping(clusters, labels).values()) == {"real"}
+    assert enrichment_mapping(clusters, labels) == {0: "fake", 1: "real"}
