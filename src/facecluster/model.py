@@ -259,6 +259,11 @@ class FaceModel(BaseEstimator):
         return documents.get("card.json")
 
 
+def load_model(folder: Path) -> FaceModel:
+    """The model saved in ``folder`` (a run's ``model/`` or `FaceModel.save`'s folder), read as data only."""
+    return FaceModel.load(folder)
+
+
 def auto_n_clusters(model) -> dict | None:
     """What a clusterer with ``n_clusters = "auto"`` chose: k, the criterion and its score per k."""
     if not hasattr(model, "criterion_scores_"):

@@ -17,6 +17,7 @@ from facecluster.engines.local import LocalEngine
 from facecluster.faces import cut_face
 from facecluster.features import make_extractor
 from facecluster.images import decode_rgb, read_bytes
+from facecluster.errors import ModelError
 from facecluster.model import fit_and_evaluate
 from facecluster.outputs import provenance, write_json, write_text
 from facecluster.protocol import usable_rows
@@ -82,6 +83,20 @@ def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[s
                 entry["face"]["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks]
         entries.append(entry)
     return entries
+
+
+def model_card(results: dict) -> dict:
+    """What a saved model was fitted on, with what, and how it scored: for the people who reuse it."""
+    audit = results.get("audit") or {}
+    return {
+        "fitted_on": {k: results["dataset"][k] for k in ("source", "fingerprint", "n_images", "counts")},
+        "features": results["features"],
+        "faces": results["provenance"]["config"]["faces"],
+        "scores": {name: {split: scored.get("balanced_accuracy") for split, scored in method.get("scores", {}).items()}
+                   for name, method in results["methods"].items()},
+        "audit_flags": audit.get("flags", []),
+        "provenance": {k: results["provenance"][k] for k in ("versions", "created", "seed")},
+    }
 
 
 def run(source: Path, config: Config, out: Path, store: FeatureStore | None = None,
@@ -155,6 +170,12 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
                     "computed": extraction.computed, "total_seconds": round(time.perf_counter() - started, 3)},
     }
     write_text(out / "config.toml", dump_config(config))
+    try:
+        model.save(out / "model", card=model_card(results))
+        results["model"] = {"folder": "model"}
+    except ModelError as error:  # e.g. a clusterer registered by the user, outside the loadable set
+        log.warning("the fitted model was not saved: %s", error)
+        results["model"] = {"folder": None, "not_saved": str(error)}
     write_json(out / "results.json", results)  # last: a run is done once it exists
     write_report(out)  # report.html, built from the files just written
     return results

@@ -15,7 +15,7 @@ from facecluster.config import MethodConfig, ReduceConfig
 from facecluster.dataset import discover
 from facecluster.engines.local import LocalEngine
 from facecluster.errors import FaceclusterError, ModelError
-from facecluster.model import FaceModel, fit_and_evaluate
+from facecluster.model import FaceModel, fit_and_evaluate, load_model
 from facecluster.pipeline import run
 from facecluster.records import USABLE
 from facecluster.resolve import build_config
@@ -77,6 +77,15 @@ def test_run_and_the_sweep_row_of_the_same_configuration_agree_with_a_nonfinite_
     assert 0 < len(nonfinite) < len(results["images"]) // 2  # the case under test happens, but not everywhere
     assert {p["path"] for p in nonfinite} == {e["path"] for e in results["images"]
                                                if e["status"] in USABLE and e["clusters"]["kmeans"] is None}
+
+    # The run saved its fitted model: loaded as data, it gives every image the run's cluster again.
+    samples = discover(tiny_dataset, config.dataset).samples
+    extraction = LocalEngine(workers=0).extract(samples, config.faces, SometimesNaNFeatures(), store, progress=False)
+    loaded = load_model(tmp_path / "run" / "model")
+    for name in methods:
+        again = loaded.predict_clusters(extraction.features, name)
+        assert [int(c) if c >= 0 else None for c in again] == [e["clusters"][name] for e in results["images"]]
+    assert FaceModel.card(tmp_path / "run" / "model")["fitted_on"]["fingerprint"] == results["dataset"]["fingerprint"]
 
     seen = []
 
