@@ -33,6 +33,7 @@ from facecluster.protocol import (
     cross_validated_mapping_score,
     fit_clusterer,
     fit_reducer,
+    reduce_rows,
     score_splits,
     train_mapping,
     usable_rows,
@@ -156,11 +157,7 @@ class FaceModel(BaseEstimator):
     def transform(self, X) -> np.ndarray:
         """Every row reduced; rows with a non-finite feature are NaN."""
         X, rows = self._check_features(X)
-        first = self.reducer_.transform(np.zeros((1, X.shape[1]), dtype=X.dtype))
-        reduced = np.full((len(X), first.shape[1]), np.nan)
-        if rows.any():
-            reduced[rows] = self.reducer_.transform(X[rows])
-        return reduced
+        return reduce_rows(self.reducer_, X, rows)
 
     def predict_clusters(self, X, method: str | None = None) -> np.ndarray:
         """The cluster of every row under ``method`` (the first one by default); -1 where features are unusable."""

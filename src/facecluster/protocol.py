@@ -58,10 +58,16 @@ def fit_reducer(features: np.ndarray, usable: np.ndarray, train: np.ndarray, con
     if config.incremental:
         return fit_transform_chunked(reducer, features, train, usable)
     reducer.fit(features[train])
-    width = reducer.transform(features[train][:1]).shape[1]
+    return reducer, reduce_rows(reducer, features, usable)
+
+
+def reduce_rows(reducer, features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``features[rows]`` through a fitted reducer; NaN in every other row."""
+    width = reducer.transform(np.zeros((1, features.shape[1]), dtype=features.dtype)).shape[1]
     reduced = np.full((len(features), width), np.nan)
-    reduced[usable] = reducer.transform(features[usable])
-    return reducer, reduced
+    if rows.any():
+        reduced[rows] = reducer.transform(features[rows])
+    return reduced
 
 
 def fit_clusterer(reduced: np.ndarray, usable: np.ndarray, train: np.ndarray, algorithm: str,
