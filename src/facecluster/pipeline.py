@@ -15,7 +15,7 @@ from facecluster.dataset import Dataset, DatasetError, discover
 from facecluster.engines import Engine, Extraction
 from facecluster.engines.local import LocalEngine
 from facecluster.faces import cut_face
-from facecluster.features import make_extractor
+from facecluster.features import cues_of, make_extractor
 from facecluster.images import decode_rgb, read_bytes
 from facecluster.errors import ModelError
 from facecluster.model import fit_and_evaluate
@@ -154,7 +154,8 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
             "no_face": int(sum(s == NO_FACE for s in extraction.status)),
             "failed": int(sum(s not in USABLE for s in extraction.status)),
         },
-        "features": {**extractor.describe(), "dim": int(extraction.features.shape[1])},
+        "features": {**extractor.describe(), "dim": int(extraction.features.shape[1]),
+                     "cues": cues_of(extractor.name)},
         "reduce": describe_reducer(reducer),
         "methods": methods,
         "supervised": (supervised_ceiling(extraction.features, labels, splits, usable, seed=config.seed)

@@ -95,6 +95,34 @@ EXTRACTORS: dict[str, Callable[[FeaturesConfig], Extractor]] = {
 }
 
 
+# What each family's separation can rest on (the cue type), so every result can name it:
+# ``identity`` (who the face looks like), ``generator-artifact`` (pixel statistics a generator
+# leaves, which the processing history of the file also moves), ``processing-history`` (the
+# file's re-encoding and resampling), ``generation-pipeline`` (how the pipeline framed and
+# aligned the face), ``physiological`` (physical consistency of the face itself).
+CUE_TYPES = ("identity", "generator-artifact", "processing-history", "generation-pipeline", "physiological")
+CUES: dict[str, str] = {
+    "facenet": "identity",
+    "facenet-bottleneck": "identity",
+    "facenet-vggface2": "identity",
+    "dlib": "identity",
+    "spectrum": "generator-artifact",
+    "dct": "generator-artifact",
+    "noise": "generator-artifact",
+    "geometry": "generation-pipeline",
+}
+
+
+def cues_of(extractor: str) -> list[str]:
+    """The cue types a (possibly ``+``-joined) extractor name rests on, in first-seen order."""
+    found: list[str] = []
+    for part in extractor.split("+"):
+        cue = CUES.get(part.strip())
+        if cue is not None and cue not in found:
+            found.append(cue)
+    return found
+
+
 def check_extractor(extractor: str) -> None:
     """Refuse an unknown family in ``features.extractor`` (names joined by ``+``) before any work.
 
