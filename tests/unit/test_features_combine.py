@@ -76,3 +76,11 @@ def test_pipeline_runs_a_combination_on_aligned_crops(tiny_dataset, tmp_path):
     assert results["reduce"]["steps"] == ["families", "pca"]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["provenance"]["config"]["faces"]["crop"] == "aligned"
     assert results["methods"]["kmeans"]["scores"]["valid"]["n"] == 12
+
+
+def test_every_family_names_a_known_cue_type():
+    from facecluster.features import CUE_TYPES, CUES, EXTRACTORS, cues_of
+
+    assert set(CUES) == set(EXTRACTORS), "a registered family without a cue type, or a cue for no family"
+    assert set(CUES.values()) <= set(CUE_TYPES)
+    assert cues_of("facenet+spectrum+dct+geometry") == ["identity", "generator-artifact", "generation-pipeline"]
