@@ -14,7 +14,7 @@ _EXPORTS = {
     "Dataset": "dataset", "DatasetError": "dataset", "Sample": "dataset", "discover": "dataset",
     "majority_mapping": "evaluate", "score": "evaluate",
     "run": "pipeline",
-    "FaceModel": "model", "load_model": "model", "ModelError": "errors",
+    "FaceModel": "model", "load_model": "scoring", "FittedModel": "scoring", "ModelError": "errors",
     "FeatureStore": "store",
 }
 

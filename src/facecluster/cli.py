@@ -37,7 +37,10 @@ def _main() -> None:
 
 
 # The options every command that reads a dataset shares, written once.
-Data = Annotated[Path, typer.Argument(help="Dataset root (<split>/<label>/ folders) or a CSV (path,label[,split]).")]
+Data = Annotated[Path, typer.Argument(help="Dataset root (<split>/<label>/ folders, or any folder of images: "
+                                            "unlabelled) or a CSV (path[,label][,split]).")]
+Labels = Annotated[Optional[Path], typer.Option(
+    help="CSV path,label naming some images (paths relative to the dataset folder); the rest stay unlabelled.")]
 Preset = Annotated[str, typer.Option(help="Settings to start from; 'study' is the original study's.")]
 ConfigFile = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="TOML file overriding any setting (for sweep: also a \\[sweep] grid table).")]
@@ -140,13 +143,15 @@ def score_table(results: dict) -> Table:
     """The study's table: accuracy per method on each split, then the last split's other scores."""
     splits = list(results["dataset"]["counts"])
     last = splits[-1]
-    dims = results["reduce"].get("n_components", "all")
-    table = Table(title=f"{results['features']['extractor']} features, {dims} dims; scores of the train-majority mapping")
+    dims = (results.get("reduce") or {}).get("n_components", "all")
+    what = "the model's cluster names" if results.get("kind") == "score" else "clusters named from train labels"
+    table = Table(title=f"{results['features']['extractor']} features, {dims} dims; scores of {what} "
+                        "(AUC: of the synthetic score)")
     table.add_column("method", no_wrap=True)
     table.add_column("clusters", justify="right")
     for split in splits:
         table.add_column(f"{split} acc", justify="right")
-    for key in ("bal.acc", "ARI", "NMI"):
+    for key in ("bal.acc", "AUC", "ARI", "NMI"):
         table.add_column(f"{last} {key}", justify="right")
     for name, method in results["methods"].items():
         scores = method["scores"]
@@ -156,7 +161,7 @@ def score_table(results: dict) -> Table:
             return "–" if value is None else f"{value:.3f}"
 
         table.add_row(name, str(method["n_clusters"]), *[cell(s, "accuracy") for s in splits],
-                      cell(last, "balanced_accuracy"), cell(last, "ari"), cell(last, "nmi"))
+                      cell(last, "balanced_accuracy"), cell(last, "roc_auc"), cell(last, "ari"), cell(last, "nmi"))
     return table
 
 
@@ -170,7 +175,7 @@ def _print_counts(results: dict) -> None:
                       f"{faces['failed']} unusable", highlight=False)
 
 
-def with_options(settings, detector: str | None = None, precision: str | None = None):
+def with_options(settings, detector: str | None = None, precision: str | None = None, labels: Path | None = None):
     """The settings with the command line's ``--detector`` and ``--precision`` applied.
 
     Raises
@@ -189,6 +194,8 @@ def with_options(settings, detector: str | None = None, precision: str | None = 
         except ValidationError as error:
             allowed = error.errors()[0].get("ctx", {}).get("expected", "")
             raise ConfigError(f"{option} {value!r} is not allowed; expected {allowed}") from None
+    if labels is not None:
+        settings.dataset.labels = str(labels)
     return settings
 
 
@@ -206,19 +213,108 @@ def run(
     detector: Annotated[Optional[str], typer.Option(help="Face detector: mtcnn (the study's) or yunet (faster).")] = None,
     precision: Annotated[Optional[str], typer.Option(
         help="FaceNet precision: fp32 (the study's) or int8 (faster).")] = None,
+    labels: Labels = None,
 ) -> None:
-    """Embed, reduce and cluster the faces in DATA, then score the clusters against the labels."""
+    """Embed, reduce and cluster the faces in DATA, then score the clusters against the labels (where there are any)."""
+    _run_and_print(data, preset, config, out, cache_dir, workers, engine, address, quiet, detector, precision, labels)
+
+
+def _run_and_print(data, preset, config, out, cache_dir, workers, engine, address, quiet, detector, precision,
+                   labels) -> dict:
     from facecluster.pipeline import new_run_dir, run as run_pipeline
     from facecluster.resolve import load_config
 
     with _ErrorHandler(out) as handler:
-        settings = with_options(load_config(config, preset), detector=detector, precision=precision)
+        settings = with_options(load_config(config, preset), detector=detector, precision=precision, labels=labels)
         runner, store = _extraction(engine, workers, address, cache_dir)
         out = handler.out = out or new_run_dir()
         started = time.perf_counter()
         results = run_pipeline(data, settings, out, store=store, engine=runner, progress=not quiet)
         seconds = time.perf_counter() - started
         _print_run(results, out, seconds)
+    return results
+
+
+@app.command()
+def fit(
+    data: Data,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the fitted model (model/), its card and report.")],
+    preset: Annotated[str, typer.Option(help="Settings to start from; 'recommended' is the README's best on data "
+                                             "without shortcuts, 'study' the original study's.")] = "recommended",
+    config: ConfigFile = None,
+    labels: Labels = None,
+    cache_dir: CacheDir = None,
+    workers: Workers = None,
+    engine: EngineName = "local",
+    address: Address = None,
+    quiet: Quiet = False,
+) -> None:
+    """Fit a model on DATA (labels optional) and save it in OUT/model, to score other folders with `score`."""
+    results = _run_and_print(data, preset, config, out, cache_dir, workers, engine, address, quiet, None, None, labels)
+    model = results.get("model") or {}
+    if model.get("folder"):
+        _say(f"model: {display_name(out / model['folder'])} (score a folder: facecluster score FOLDER --model "
+             f"{display_name(out)} --out DIR)")
+    else:
+        _fail(f"the model could not be saved: {model.get('not_saved')}")
+
+
+@app.command()
+def score(
+    data: Data,
+    model: Annotated[Path, typer.Option("--model", "-m", help="A model folder, or the folder `fit`/`run` wrote.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for scores.csv, scores.parquet, results.json "
+                                                         "and report.html.")],
+    method: Annotated[Optional[str], typer.Option(help="The model's method to score with (default: its best by "
+                                                       "the train-only criterion).")] = None,
+    labels: Labels = None,
+    cache_dir: CacheDir = None,
+    workers: Workers = None,
+    engine: EngineName = "local",
+    address: Address = None,
+    quiet: Quiet = False,
+) -> None:
+    """Score every image in DATA with a saved model, without re-fitting: cluster, name, synthetic score, rank."""
+    from facecluster.config import DatasetConfig
+    from facecluster.scoring import score_folder
+
+    with _ErrorHandler(out):
+        runner, store = _extraction(engine, workers, address, cache_dir)
+        started = time.perf_counter()
+        dataset_config = DatasetConfig(labels=str(labels) if labels else None)
+        results = score_folder(data, model, out, dataset_config, method=method, store=store, engine=runner,
+                               progress=not quiet)
+        _print_counts(results)
+        _print_issues(results)
+        if any(m["scores"] for m in results["methods"].values()):
+            out_console.print(score_table(results))
+        scoring = results["scoring"]
+        _say(f"scored {scoring['n_scored']} of {results['dataset']['n_images']} images with method "
+             f"{scoring['method']!r} in {time.perf_counter() - started:.1f} s"
+             + ("" if scoring["named"] else f"; no scores: {scoring['why_no_scores']}"))
+        _say(f"scores: {display_name(out / 'scores.csv')} and scores.parquet; report: {display_name(out / 'report.html')}")
+
+
+@app.command()
+def name(
+    model: Annotated[Path, typer.Argument(help="A model folder, or the folder `fit`/`run` wrote.")],
+    names: Annotated[list[str], typer.Argument(help="Cluster names, e.g. 0=fake 1=real (unnamed clusters: real).")],
+    method: Annotated[Optional[str], typer.Option(help="The method whose clusters to name (default: the model's).")] = None,
+) -> None:
+    """Name a saved model's clusters by hand (as the study did by eye); nothing is re-fitted."""
+    from facecluster.scoring import rename_clusters
+
+    with _ErrorHandler(model):
+        mapping = {}
+        for item in names:
+            cluster, _, label = item.partition("=")
+            if not (cluster.strip().isdigit() and label.strip() in ("real", "fake")):
+                raise ConfigError(f"{item!r}: write a cluster name as <cluster id>=real or <cluster id>=fake, e.g. 0=fake")
+            mapping[int(cluster)] = label.strip()
+        folder, method = rename_clusters(model, mapping, method)
+        _say(f"{display_name(folder)}: method {method!r} now names " +
+             ", ".join(f"cluster {k} {v}" for k, v in sorted(mapping.items())) + "; the synthetic score follows "
+             "these names (uncalibrated)")
 
 
 def _print_run(results: dict, out: Path, seconds: float) -> None:

@@ -59,6 +59,10 @@ class DatasetConfig(_Strict):
         False, description="Read symbolic links that lead out of the dataset folder (refused by default: a "
         "shared dataset must not make the run read, and put in its report, files from elsewhere).",
     )
+    labels: str | None = Field(
+        None, description="A CSV 'path,label' naming some (or all) images, paths relative to the dataset folder; "
+        "those name the clusters and are scored, the rest are predicted. Relative to the working folder.",
+    )
 
 
 class FacesConfig(_Strict):

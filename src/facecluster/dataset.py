@@ -1,11 +1,17 @@
 """Find the images of a dataset, their labels and splits.
 
-Two layouts are read:
+Three layouts are read:
 
 * folders, ``<root>/<split>/<label>/<image>`` (the study's), or ``<root>/<label>/<image>``
   when the data ships without splits; it is then split for the user, stratified and
   deterministic by content hash (a renamed file stays on its side);
-* a CSV file with the columns ``path,label[,split]``, paths relative to the CSV.
+* any other folder of images, flat or nested: **unlabelled**, every image in train (the
+  clusters are fitted on all of them); a ``labels.csv`` (``path,label``) in the folder, or
+  `DatasetConfig.labels`, names some of them;
+* a CSV file with the columns ``path[,label][,split]``, paths relative to the CSV; a blank or
+  missing label means unlabelled.
+
+An unlabelled image has ``label = None``: it is clustered and predicted, never scored.
 
 Nothing found is silently dropped. Every file inside a label folder becomes a `Sample`
 (a file that turns out not to be an image is reported by the decoder). What is not read is
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
 DEFAULT_LABEL_NAMES = {"real": "real", "fake": "fake"}
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+UNLABELLED = "unlabelled"  # the counts' key for images without a label
+LABELS_FILE = "labels.csv"  # an unlabelled folder's own partial labels, read when present
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 OS_JUNK = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "__macosx", "icon\r", ".spotlight-v100",
            ".trashes", ".fseventsd", "$recycle.bin", "system volume information", ".apdisk"}
@@ -61,7 +69,7 @@ class Sample:
 
     path: Path
     relpath: str
-    label: str
+    label: str | None  # None: unlabelled (clustered and predicted, never scored)
     split: str
     sha256: str = ""
 
@@ -83,16 +91,24 @@ class Dataset:
         present = {s.split for s in self.samples}
         return [s for s in order if s in present]
 
+    @property
+    def n_labelled(self) -> int:
+        return sum(s.label is not None for s in self.samples)
+
     def counts(self) -> dict[str, dict[str, int]]:
-        """Images per split and label: ``{split: {label: n}}``."""
+        """Images per split and label: ``{split: {label: n}}``, with ``unlabelled`` when some are."""
         counter = Counter((s.split, s.label) for s in self.samples)
-        return {split: {label: counter[(split, label)] for label in LABELS} for split in self.splits}
+        out = {split: {label: counter[(split, label)] for label in LABELS} for split in self.splits}
+        for split in out:
+            if counter[(split, None)]:
+                out[split][UNLABELLED] = counter[(split, None)]
+        return out
 
     def fingerprint(self) -> str:
         """A hash of every (relative path, label, split, content hash): same data, same value."""
         digest = hashlib.sha256()
         for s in sorted(self.samples, key=lambda s: s.relpath):
-            digest.update(f"{s.relpath}\0{s.label}\0{s.split}\0{s.sha256}\n".encode("utf-8", "surrogateescape"))
+            digest.update(f"{s.relpath}\0{s.label or ''}\0{s.split}\0{s.sha256}\n".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
 
 
@@ -266,11 +282,25 @@ def _from_folders(root: Path, config: DatasetConfig) -> Dataset:
         samples = _hashed(_read_labelled(walk, root, "train", labels, warnings))
         return Dataset(root, _hash_split(samples, config.train_fraction), f"hash-{config.train_fraction:g}",
                        walk.skipped, warnings)
-    raise DatasetError(
-        f"{display_name(root)}: found no split folders ({sorted(set(SPLIT_NAMES))}) and no label folders "
-        f"({sorted(labels)}); found {[display_name(d.name) for d in top][:10]}. Lay the data out as "
-        "<root>/<split>/<label>/ or map the label folders with [dataset.label_names]"
-    )
+    return _unlabelled_folder(root, walk, config)
+
+
+def _unlabelled_folder(root: Path, walk: _Walk, config: DatasetConfig) -> Dataset:
+    """Every image under ``root`` (flat or nested), unlabelled and in train; files not named as images are listed."""
+    walk.skipped = []
+    samples = []
+    for path in walk.images(root):
+        rel = walk.rel(path)
+        if _looks_like_image(path):
+            samples.append(Sample(path, rel, None, "train"))
+        elif rel != LABELS_FILE:
+            walk.skip(path, "not_an_image_name", "not named as an image (.jpg, .png, .webp, .bmp, .tif, .gif); "
+                                                 "ignored. Rename it if it is one")
+    if not samples:
+        raise DatasetError(
+            f"{display_name(root)}: no images found (looked for {sorted(IMAGE_SUFFIXES)} files in the folder and "
+            f"below it, and for split folders {sorted(set(SPLIT_NAMES))} or label folders {sorted(_label_map(config))})")
+    return Dataset(root, _hashed(samples), "unlabelled", walk.skipped)
 
 
 def _csv_rows(csv_path: Path):
@@ -299,9 +329,8 @@ def _from_csv(csv_path: Path, config: DatasetConfig) -> Dataset:
     labels = _label_map(config)
     fields, rows = _csv_rows(csv_path)
     where = display_name(csv_path)
-    missing = {"path", "label"} - set(fields)
-    if missing:
-        raise DatasetError(f"{where}: missing column(s) {sorted(missing)}; the header must be path,label[,split]")
+    if "path" not in fields:
+        raise DatasetError(f"{where}: no 'path' column; the header must be path[,label][,split]")
     walk = _Walk(root, config.follow_links_outside_root)
     samples = []
     for line, row in rows:
@@ -312,10 +341,7 @@ def _from_csv(csv_path: Path, config: DatasetConfig) -> Dataset:
         if Path(rel).is_absolute() or not path.is_relative_to(root) or path == root:
             raise DatasetError(f"{where}:{line}: path {display_name(rel)!r} leaves the CSV's folder; "
                                "use a path relative to it")
-        label = labels.get(_csv_cell(row, "label").lower())
-        if label is None:
-            raise DatasetError(f"{where}:{line}: unknown label {display_name(_csv_cell(row, 'label'))!r}; "
-                               f"expected {sorted(labels)}")
+        label = _csv_label(row, labels, f"{where}:{line}")
         split = SPLIT_NAMES.get((_csv_cell(row, "split") or "train").lower())
         if split is None:
             raise DatasetError(f"{where}:{line}: unknown split {display_name(_csv_cell(row, 'split'))!r}; "
@@ -325,10 +351,75 @@ def _from_csv(csv_path: Path, config: DatasetConfig) -> Dataset:
             continue
         samples.append(Sample(path, walk.rel(path), label, split))
     samples = _hashed(samples)
-    if "split" not in fields:
+    if "split" in fields:
+        return Dataset(root, samples, "csv", walk.skipped)
+    if all(s.label is not None for s in samples):
         return Dataset(root, _hash_split(samples, config.train_fraction), f"hash-{config.train_fraction:g}",
                        walk.skipped)
-    return Dataset(root, samples, "csv", walk.skipped)
+    return Dataset(root, samples, "unlabelled", walk.skipped)  # some or no labels: all in train
+
+
+def _csv_label(row: dict, labels: dict[str, str], where: str) -> str | None:
+    """A row's label, None when blank (unlabelled); an unknown word is refused."""
+    word = _csv_cell(row, "label")
+    if not word:
+        return None
+    label = labels.get(word.lower())
+    if label is None:
+        raise DatasetError(f"{where}: unknown label {display_name(word)!r}; expected {sorted(labels)} or blank "
+                           "(unlabelled)")
+    return label
+
+
+def apply_labels(dataset: Dataset, csv_path: Path, config: DatasetConfig) -> Dataset:
+    """Label the samples named in ``csv_path`` (``path,label``, paths relative to the dataset folder).
+
+    A label given there replaces the sample's own (a warning names the conflicts); rows naming
+    no sample of the dataset are counted in a warning, never silently ignored.
+    """
+    where = display_name(csv_path)
+    fields, rows = _csv_rows(csv_path)
+    if not {"path", "label"} <= set(fields):
+        raise DatasetError(f"{where}: the labels file needs the columns path,label (paths relative to "
+                           f"{display_name(dataset.root)})")
+    names = _label_map(config)
+    given: dict[str, str | None] = {}
+    for line, row in rows:
+        rel = Path(os.path.normpath(_csv_cell(row, "path"))).as_posix()
+        given[rel] = _csv_label(row, names, f"{where}:{line}")
+    samples, conflicts = [], []
+    for s in dataset.samples:
+        if s.relpath in given and given[s.relpath] is not None:
+            if s.label is not None and s.label != given[s.relpath]:
+                conflicts.append(s.relpath)
+            s = _with(s, label=given[s.relpath])
+        samples.append(s)
+    known = {s.relpath for s in dataset.samples}
+    unmatched = [p for p in given if p not in known]
+    warnings = list(dataset.warnings)
+    if unmatched:
+        warnings.append({"code": "labels_unmatched", "path": str(csv_path),
+                         "message": f"{where}: {len(unmatched)} row(s) name no image of the dataset, e.g. "
+                                    f"{display_name(unmatched[0])!r}; give paths relative to {display_name(dataset.root)}"})
+    if conflicts:
+        warnings.append({"code": "labels_conflict", "path": str(csv_path),
+                         "message": f"{where}: {len(conflicts)} image(s) get another label than their folder's, e.g. "
+                                    f"{display_name(conflicts[0])!r}; the labels file's is used"})
+    return Dataset(dataset.root, samples, dataset.split_source, dataset.skipped, warnings, dataset.leaks)
+
+
+def from_paths(paths) -> Dataset:
+    """A dataset of the given image files, unlabelled (paths relative to their common folder).
+
+    A path that does not exist or is not an image is kept: the decoder reports it with its
+    reason, so every path given has its row in the output.
+    """
+    paths = [Path(os.path.abspath(p)) for p in paths]
+    if not paths:
+        raise DatasetError("no image paths given")
+    root = Path(os.path.commonpath([p.parent for p in paths]))
+    samples = [Sample(p, p.relative_to(root).as_posix(), None, "train") for p in paths]
+    return Dataset(root, _hashed(samples), "paths")
 
 
 def find_leaks(samples: list[Sample]) -> list[dict]:
@@ -339,7 +430,7 @@ def find_leaks(samples: list[Sample]) -> list[dict]:
             groups[s.sha256].append(s)
     leaks = []
     for sha, group in sorted(groups.items()):
-        splits, labels = sorted({s.split for s in group}), sorted({s.label for s in group})
+        splits, labels = sorted({s.split for s in group}), sorted({s.label for s in group if s.label is not None})
         kinds = (["label"] if len(labels) > 1 else []) + (["split"] if len(splits) > 1 else [])
         if kinds:
             leaks.append({"sha256": sha, "kinds": kinds, "paths": [s.relpath for s in group],
@@ -351,7 +442,7 @@ def _data_warnings(dataset: Dataset) -> list[dict]:
     """What a user must know before trusting the scores: one-class splits and leaks."""
     out = []
     for split, counts in dataset.counts().items():
-        present = [label for label, n in counts.items() if n]
+        present = [label for label in LABELS if counts[label]]
         if len(present) == 1:
             other = next(label for label in LABELS if label != present[0])
             out.append({"code": "one_class", "path": split,
@@ -391,6 +482,15 @@ def discover(source: Path, config: DatasetConfig | None = None) -> Dataset:
         raise DatasetError(f"{shown}: no images found; put images under <split>/<label>/ folders")
     if "train" not in dataset.splits:
         raise DatasetError(f"{shown}: no train split; the clusters are fitted on train")
+    labels_file = Path(config.labels) if config.labels else None
+    if labels_file is None and dataset.split_source == "unlabelled" and (dataset.root / LABELS_FILE).is_file():
+        labels_file = dataset.root / LABELS_FILE
+    if labels_file is not None:
+        if not labels_file.is_file():
+            raise DatasetError(f"{display_name(labels_file)}: no such labels file; give a CSV path,label")
+        dataset = apply_labels(dataset, labels_file, config)
+        log.info("labels from %s: %d of %d images labelled", display_name(labels_file), dataset.n_labelled,
+                 len(dataset.samples))
     dataset.leaks = find_leaks(dataset.samples)
     dataset.warnings += _data_warnings(dataset)
     for warning in dataset.warnings:

@@ -76,12 +76,28 @@ def score(truth: np.ndarray, predicted: np.ndarray, clusters: np.ndarray) -> dic
     }
 
 
+def ranking_scores(truth: np.ndarray, synthetic: np.ndarray) -> dict:
+    """ROC AUC and average precision of a synthetic score ("fake" positive); None with one class or no score."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    truth = np.asarray(truth, dtype=object)
+    rows = np.isfinite(synthetic)
+    positive = truth[rows] == "fake"
+    if positive.all() or not positive.any():
+        return {"roc_auc": None, "average_precision": None}
+    return {"roc_auc": float(roc_auc_score(positive, synthetic[rows])),
+            "average_precision": float(average_precision_score(positive, synthetic[rows]))}
+
+
 def cluster_summary(clusters: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, int]]:
-    """Members per label in each cluster: ``{cluster: {label: n}}``."""
+    """Members per label in each cluster: ``{cluster: {label: n}}``, with ``unlabelled`` when some are."""
     out = {}
     for cluster in np.unique(clusters):
         members = labels[clusters == cluster]
         out[str(int(cluster))] = {label: int((members == label).sum()) for label in LABELS}
+        unlabelled = int(sum(label is None for label in members))
+        if unlabelled:
+            out[str(int(cluster))]["unlabelled"] = unlabelled
     return out
 
 

@@ -33,11 +33,14 @@ from facecluster.protocol import (
     cross_validated_mapping_score,
     fit_clusterer,
     fit_reducer,
+    labelled_rows,
     reduce_rows,
     score_splits,
     train_mapping,
     usable_rows,
 )
+from facecluster.evaluate import silhouette
+from facecluster.synthetic import ClusterDensity, calibrate, probability
 
 FORMAT = "facecluster-model"
 FORMAT_VERSION = 1
@@ -62,6 +65,8 @@ class FaceModel(BaseEstimator):
         Column ranges of combined feature families (``a+b``): each is standardised first.
     features : dict, optional
         The feature extractor's identity (``cache_identity``); a model refuses features of another.
+    features_config : dict, optional
+        The ``[features]`` settings that rebuild that extractor (to score new images).
     faces : dict, optional
         The face settings (detector, crop, margin) the features were computed with.
     naming : {"majority", "enrichment"}
@@ -74,18 +79,25 @@ class FaceModel(BaseEstimator):
         Only the methods that could be fitted; `fit_errors_` names the others.
     fit_errors_ : dict of str to str
     mappings_ : dict of str to dict
-        Per method: ``mapping`` (cluster id → label), ``source`` and ``default`` label.
+        Per named method: ``mapping`` (cluster id → label), ``source``, ``default`` label and
+        ``calibration`` of the synthetic score (Platt slope and intercept, or None).
+    densities_ : dict of str to ClusterDensity
+        Per method, the clusters as Gaussians (fitted without labels), for `synthetic_score`.
+    default_method_ : str
+        The method `predict` and `synthetic_score` use when none is named: the best by the
+        train-only criterion in `fit_and_evaluate`, else the first.
     n_features_in_ : int
     """
 
     def __init__(self, *, reduce: ReduceConfig | None = None, methods: dict[str, MethodConfig] | None = None,
-                 seed: int = 0, blocks: list | None = None, features: dict | None = None, faces: dict | None = None,
-                 naming: str = "majority"):
+                 seed: int = 0, blocks: list | None = None, features: dict | None = None,
+                 features_config: dict | None = None, faces: dict | None = None, naming: str = "majority"):
         self.reduce = reduce
         self.methods = methods
         self.seed = seed
         self.blocks = blocks
         self.features = features
+        self.features_config = features_config
         self.faces = faces
         self.naming = naming
 
@@ -111,7 +123,7 @@ class FaceModel(BaseEstimator):
         self.n_features_in_ = int(features.shape[1])
         self.reducer_, reduced = fit_reducer(features, usable, train, self.reduce or ReduceConfig(),
                                              seed=self.seed, blocks=self.blocks)
-        self.clusterers_, self.fit_errors_, self.mappings_ = {}, {}, {}
+        self.clusterers_, self.fit_errors_, self.mappings_, self.densities_ = {}, {}, {}, {}
         self.fit_seconds_: dict[str, float] = {}
         clusters = {}
         for name, method in (self.methods or {}).items():
@@ -125,24 +137,49 @@ class FaceModel(BaseEstimator):
                 self.fit_errors_[name] = f"{type(error).__name__}: {error}"
                 continue
             self.clusterers_[name] = model
+            if (clusters[name][train] >= 0).any():
+                self.densities_[name] = ClusterDensity().fit(reduced[train], clusters[name][train])
             self.fit_seconds_[name] = time.perf_counter() - started
+        self.default_method_ = next(iter(self.clusterers_), None)
         return reduced, clusters
 
-    def name_clusters(self, clusters: dict[str, np.ndarray], labels: np.ndarray, train: np.ndarray) -> "FaceModel":
-        """Learn each method's cluster → label mapping from the train rows' labels (or its manual mapping)."""
+    def name_clusters(self, clusters: dict[str, np.ndarray], labels: np.ndarray, rows: np.ndarray,
+                      reduced: np.ndarray | None = None) -> "FaceModel":
+        """Learn each method's cluster → label mapping from the labels of ``rows`` (labelled train), or its manual one.
+
+        A method with neither labelled rows nor a manual mapping stays unnamed (no `predict`,
+        no score). With ``reduced`` (every row reduced), the synthetic score is calibrated
+        on ``rows``.
+        """
+        labels = np.asarray(labels, dtype=object)
         for name in self.clusterers_:
             manual = self.methods[name].mapping
-            mapping, source, default = train_mapping(clusters[name], labels, train, manual, self.naming)
-            self.mappings_[name] = {"mapping": mapping, "source": source, "default": default}
+            if manual is None and not rows.any():
+                self.mappings_.pop(name, None)
+                continue
+            mapping, source, default = train_mapping(clusters[name], labels, rows, manual, self.naming)
+            self.mappings_[name] = {"mapping": mapping, "source": source, "default": default, "calibration": None}
+            if reduced is not None and rows.any() and name in self.densities_:
+                self.mappings_[name]["calibration"] = calibrate(self._log_odds(reduced[rows], name), labels[rows])
         return self
 
     def set_mapping(self, method: str, mapping: dict[int, str]) -> "FaceModel":
-        """Name ``method``'s clusters by hand (the study's way, by eye); no re-fitting."""
-        if method not in self.clusterers_:
-            raise ModelError(f"no method {method!r} in this model; it has {sorted(self.clusterers_)}")
-        default = self.mappings_.get(method, {}).get("default", "real")
+        """Name ``method``'s clusters by hand (the study's way, by eye); no re-fitting.
+
+        The synthetic score then follows the new names, uncalibrated (its calibration was
+        learnt for the old ones).
+        """
+        method = self._method(method)
+        unknown = sorted(set(mapping.values()) - {"real", "fake"})
+        if unknown:
+            raise ModelError(f"cluster names must be 'real' or 'fake'; got {unknown}")
+        known = set(self.densities_[method].clusters_.tolist()) if method in self.densities_ else None
+        missing = sorted(int(k) for k in mapping if known is not None and int(k) not in known)
+        if missing:
+            raise ModelError(f"method {method!r} has no cluster {missing}; its clusters are {sorted(known)}")
+        default = self.mappings_.get(method, {}).get("default") or "real"
         self.mappings_[method] = {"mapping": {int(k): v for k, v in mapping.items()}, "source": "manual",
-                                  "default": default}
+                                  "default": default, "calibration": None}
         return self
 
     # -- applying ------------------------------------------------------------------------
@@ -161,8 +198,11 @@ class FaceModel(BaseEstimator):
 
     def predict_clusters(self, X, method: str | None = None) -> np.ndarray:
         """The cluster of every row under ``method`` (the first one by default); -1 where features are unusable."""
+        return self.assign(self.transform(X), self._method(method))
+
+    def assign(self, reduced: np.ndarray, method: str | None = None) -> np.ndarray:
+        """The cluster of every already-reduced row (`transform`'s output); -1 where a row is NaN."""
         method = self._method(method)
-        reduced = self.transform(X)
         rows = np.isfinite(reduced).all(axis=1)
         clusters = np.full(len(reduced), -1, dtype=int)
         if rows.any():
@@ -171,21 +211,52 @@ class FaceModel(BaseEstimator):
 
     def predict(self, X, method: str | None = None) -> np.ndarray:
         """The label of every row ("real"/"fake"; None where features are unusable)."""
-        method = self._method(method)
-        if method not in self.mappings_:
-            raise ModelError(f"method {method!r} has no cluster names yet: fit with labels or name its clusters")
-        clusters = self.predict_clusters(X, method)
+        method = self._named(method)
+        return self.names_of(self.predict_clusters(X, method), method)
+
+    def names_of(self, clusters: np.ndarray, method: str | None = None) -> np.ndarray:
+        """The label ("real"/"fake") of each cluster id under ``method``'s names; None for -1 (no cluster)."""
+        method = self._named(method)
         named = self.mappings_[method]
+        clusters = np.asarray(clusters)
         out = np.full(len(clusters), None, dtype=object)
         rows = clusters >= 0
         out[rows] = apply_mapping(clusters[rows], named["mapping"], named["default"])
         return out
 
+    def synthetic_score(self, X, method: str | None = None) -> np.ndarray:
+        """How synthetic each row looks, in [0, 1] (see `facecluster.synthetic`); NaN where features are unusable."""
+        return self.score_reduced(self.transform(X), method)
+
+    def score_reduced(self, reduced: np.ndarray, method: str | None = None) -> np.ndarray:
+        """`synthetic_score` of already-reduced rows; NaN where a row is NaN."""
+        method = self._named(method)
+        if method not in self.densities_:
+            raise ModelError(f"method {method!r} has no clustered train rows to score against")
+        return probability(self._log_odds(reduced, method), self.mappings_[method]["calibration"])
+
+    def fake_clusters(self, method: str) -> list[int]:
+        """The ids of ``method``'s clusters named "fake"."""
+        named = self.mappings_[method]
+        ids = self.densities_[method].clusters_
+        return [int(c) for c, label in zip(ids, apply_mapping(ids, named["mapping"], named["default"])) if label == "fake"]
+
+    def _log_odds(self, reduced: np.ndarray, method: str) -> np.ndarray:
+        return self.densities_[method].log_odds(reduced, self.fake_clusters(method))
+
+    def _named(self, method: str | None) -> str:
+        method = self._method(method)
+        if method not in self.mappings_:
+            raise ModelError(f"method {method!r} has no cluster names yet: fit with labels, or name its clusters "
+                             "(facecluster name MODEL_DIR 0=fake 1=real …)")
+        return method
+
     def _method(self, method: str | None) -> str:
         if method is None:
             if not self.clusterers_:
                 raise ModelError("this model has no fitted method")
-            return next(iter(self.clusterers_))
+            default = getattr(self, "default_method_", None)
+            return default if default in self.clusterers_ else next(iter(self.clusterers_))
         if method not in self.clusterers_:
             raise ModelError(f"no method {method!r} in this model; it has {sorted(self.clusterers_)}")
         return method
@@ -194,7 +265,8 @@ class FaceModel(BaseEstimator):
 
     def save(self, folder: Path, card: dict | None = None) -> Path:
         """Write the model into ``folder`` (replaced whole, atomically); ``card`` describes it for people."""
-        estimators = {"reducer": self.reducer_, **{f"clusterer.{k}": v for k, v in self.clusterers_.items()}}
+        estimators = {"reducer": self.reducer_, **{f"clusterer.{k}": v for k, v in self.clusterers_.items()},
+                      **{f"density.{k}": v for k, v in self.densities_.items()}}
         encoded, arrays = encode_estimators(estimators)
         document = {
             "format": FORMAT,
@@ -205,13 +277,17 @@ class FaceModel(BaseEstimator):
                 "seed": self.seed,
                 "blocks": [list(b) for b in self.blocks] if self.blocks else None,
                 "features": self.features,
+                "features_config": self.features_config,
                 "faces": self.faces,
                 "naming": self.naming,
             },
             "n_features_in": self.n_features_in_,
             "fit_errors": self.fit_errors_,
+            "default_method": self.default_method_,
             "mappings": {k: {"mapping": {str(c): v for c, v in sorted(m["mapping"].items())},
-                             "source": m["source"], "default": m["default"]} for k, m in self.mappings_.items()},
+                             "source": m["source"], "default": m["default"],
+                             "calibration": list(m["calibration"]) if m.get("calibration") else None}
+                         for k, m in self.mappings_.items()},
             "estimators": encoded,
         }
         documents = {MODEL_DOCUMENT: document}
@@ -234,14 +310,19 @@ class FaceModel(BaseEstimator):
                         methods={k: MethodConfig.model_validate(v) for k, v in params["methods"].items()},
                         seed=int(params["seed"]),
                         blocks=[tuple(b) for b in params["blocks"]] if params["blocks"] else None,
-                        features=params["features"], faces=params["faces"], naming=params["naming"])
+                        features=params["features"], features_config=params.get("features_config"),
+                        faces=params["faces"], naming=params["naming"])
             estimators = decode_estimators(document["estimators"], arrays, where)
             model.reducer_ = estimators.pop("reducer")
-            model.clusterers_ = {k.split(".", 1)[1]: v for k, v in estimators.items()}
+            model.clusterers_ = {k.split(".", 1)[1]: v for k, v in estimators.items() if k.startswith("clusterer.")}
+            model.densities_ = {k.split(".", 1)[1]: v for k, v in estimators.items() if k.startswith("density.")}
             model.n_features_in_ = int(document["n_features_in"])
             model.fit_errors_ = dict(document.get("fit_errors", {}))
+            model.default_method_ = document.get("default_method")
             model.mappings_ = {k: {"mapping": {int(c): v for c, v in m["mapping"].items()}, "source": m["source"],
-                                   "default": m["default"]} for k, m in document["mappings"].items()}
+                                   "default": m["default"],
+                                   "calibration": tuple(m["calibration"]) if m.get("calibration") else None}
+                               for k, m in document["mappings"].items()}
         except ModelError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
@@ -254,11 +335,6 @@ class FaceModel(BaseEstimator):
         """The model card saved beside the model, if any (read without loading the model)."""
         _, documents, _ = read_bundle(folder, format_name=FORMAT, format_versions=(FORMAT_VERSION,))
         return documents.get("card.json")
-
-
-def load_model(folder: Path) -> FaceModel:
-    """The model saved in ``folder`` (a run's ``model/`` or `FaceModel.save`'s folder), read as data only."""
-    return FaceModel.load(folder)
 
 
 def auto_n_clusters(model) -> dict | None:
@@ -288,39 +364,58 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
         algorithm, params, n_clusters, bandwidth, mapping, mapping_source, clusters per split,
         scores per split, train_criteria, auto_n_clusters, seconds; or algorithm, params, error).
     """
+    labels = np.asarray(labels, dtype=object)
     usable = usable_rows(status, features)
     train = usable & (splits == "train")
+    labelled = labelled_rows(labels)
     model = FaceModel(reduce=reduce, methods=methods, seed=seed, blocks=blocks, naming=naming, **(model_params or {}))
     reduced, clusters = model.fit_rows(features, usable, train, record_errors=record_errors)
-    model.name_clusters(clusters, labels, train)
+    model.name_clusters(clusters, labels, train & labelled, reduced)
     present = [s for s in SPLIT_ORDER if (splits == s).any()]
     results: dict[str, Any] = {}
+    synthetic: dict[str, np.ndarray] = {}
     for name, method in methods.items():
         if name in model.fit_errors_:
             results[name] = {"algorithm": method.algorithm, "params": method.params, "error": model.fit_errors_[name]}
             continue
         started = time.perf_counter()
-        fitted, assigned, named = model.clusterers_[name], clusters[name], model.mappings_[name]
-        scores = score_splits(labels, splits, usable, assigned, named["mapping"], named["default"], reduced,
-                              n_resamples=n_resamples, seed=seed)
+        fitted, assigned, named = model.clusterers_[name], clusters[name], model.mappings_.get(name)
+        scores = {}
+        if named is not None:
+            if name in model.densities_:
+                synthetic[name] = model.score_reduced(reduced, name)
+            scores = score_splits(labels, splits, usable & labelled, assigned, named["mapping"], named["default"],
+                                  reduced, n_resamples=n_resamples, seed=seed, synthetic=synthetic.get(name))
         results[name] = {
             "algorithm": method.algorithm,
             "params": method.params,
             "n_clusters": n_clusters_of(fitted, assigned[train]),
             "bandwidth": getattr(fitted, "bandwidth_", None),
-            "mapping": {str(k): v for k, v in sorted(named["mapping"].items())},
-            "mapping_source": named["source"],
+            "mapping": {str(k): v for k, v in sorted(named["mapping"].items())} if named else None,
+            "mapping_source": named["source"] if named else None,
+            "calibration": list(named["calibration"]) if named and named["calibration"] else None,
             "clusters": {split: cluster_summary(assigned[usable & (splits == split)], labels[usable & (splits == split)])
                          for split in present},
             "scores": scores,
             "train_criteria": {
-                "silhouette": scores.get("train", {}).get("silhouette"),
-                "cv_mapping_balanced_accuracy": cross_validated_mapping_score(assigned[train], labels[train], seed=seed,
-                                                                              naming=naming),
+                "silhouette": silhouette(reduced[train], assigned[train], seed=seed),
+                "cv_mapping_balanced_accuracy": cross_validated_mapping_score(
+                    assigned[train & labelled], labels[train & labelled], seed=seed, naming=naming),
             },
             "seconds": round(model.fit_seconds_[name] + time.perf_counter() - started, 4),
         }
         chosen = auto_n_clusters(fitted)
         if chosen is not None:
             results[name]["auto_n_clusters"] = chosen
-    return model, {"usable": usable, "train": train, "reduced": reduced, "clusters": clusters, "methods": results}
+    model.default_method_ = _default_method(model, results)
+    return model, {"usable": usable, "train": train, "reduced": reduced, "clusters": clusters,
+                   "synthetic": synthetic, "methods": results}
+
+
+def _default_method(model: FaceModel, results: dict[str, Any]) -> str | None:
+    """The named method with the best train-only criterion (cross-validated mapping), else the first fitted."""
+    criterion = {name: results[name]["train_criteria"]["cv_mapping_balanced_accuracy"] for name in model.mappings_}
+    scored = {name: value for name, value in criterion.items() if value is not None}
+    if scored:
+        return max(scored, key=lambda name: scored[name])  # ties: the first configured
+    return next(iter(model.mappings_), next(iter(model.clusterers_), None))

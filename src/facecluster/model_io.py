@@ -37,6 +37,7 @@ from facecluster.cluster import AutoKClusterer, NearestCentroidClusterer, Quanti
 from facecluster.errors import ModelError
 from facecluster.features.combine import FamilyStandardizer
 from facecluster.stream import StreamingBirch, StreamingMeanShift, StreamingMiniBatchKMeans
+from facecluster.synthetic import ClusterDensity
 
 MANIFEST = "manifest.json"
 
@@ -45,7 +46,7 @@ ALLOWED_CLASSES: dict[str, type] = {cls.__name__: cls for cls in (
     Pipeline, StandardScaler, PCA, IncrementalPCA, FunctionTransformer, FamilyStandardizer,
     QuantileMeanShift, Birch, KMeans, MiniBatchKMeans, GaussianMixture, AgglomerativeClustering,
     SpectralClustering, HDBSCAN, NearestCentroidClusterer, AutoKClusterer,
-    StreamingBirch, StreamingMiniBatchKMeans, StreamingMeanShift,
+    StreamingBirch, StreamingMiniBatchKMeans, StreamingMeanShift, ClusterDensity,
 )}
 
 _ATTRIBUTE = re.compile(r"_?[a-z][a-z0-9_]*")

@@ -51,3 +51,16 @@ def write_text(path: Path, text: str) -> Path:
     """Write ``text`` atomically."""
     write_atomically(path, text)
     return Path(path)
+
+
+def write_table(frame, stem: Path) -> tuple[Path, Path]:
+    """Write a pandas DataFrame as ``<stem>.csv`` and ``<stem>.parquet``, each atomically."""
+    import io
+
+    stem = Path(stem)
+    csv_path, parquet_path = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
+    write_atomically(csv_path, frame.to_csv(index=False))
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    write_atomically(parquet_path, buffer.getvalue())
+    return csv_path, parquet_path

@@ -19,18 +19,23 @@ from facecluster.features import cues_of, make_extractor
 from facecluster.images import decode_rgb, read_bytes
 from facecluster.errors import ModelError
 from facecluster.model import fit_and_evaluate
-from facecluster.outputs import provenance, write_json, write_text
-from facecluster.protocol import usable_rows
+from facecluster.outputs import provenance, write_json, write_table, write_text
+from facecluster.protocol import labelled_rows, usable_rows
 from facecluster.records import NO_FACE, OK, USABLE, FaceRecord
 from facecluster.reduce import describe_reducer
 from facecluster.report.figures import montage_png, scatter_png
 from facecluster.report.html import write_report
+from facecluster.score_table import score_frame
 from facecluster.store import FeatureStore
 from facecluster.supervised import supervised_ceiling
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+LABEL_COLOURS = {"real": "#2e7d32", "fake": "#c62828"}  # montage borders by given label
+UNLABELLED_COLOUR = "#9e9e9e"
+
+
 def new_run_dir(base: Path = Path("runs")) -> Path:
     """A fresh directory under ``base`` named by the current time."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -41,8 +46,8 @@ def new_run_dir(base: Path = Path("runs")) -> Path:
     return path
 
 
-def _montages(out: Path, name: str, dataset: Dataset, extraction: Extraction, clusters: np.ndarray,
-              config: Config) -> dict[str, str]:
+def draw_montages(out: Path, name: str, dataset: Dataset, extraction: Extraction, clusters: np.ndarray,
+                  config: Config) -> dict[str, str]:
     rng = np.random.default_rng(config.seed)
     files = {}
     train = np.array([s.split == "train" for s in dataset.samples])
@@ -56,14 +61,15 @@ def _montages(out: Path, name: str, dataset: Dataset, extraction: Extraction, cl
             sample = dataset.samples[i]
             rgb = decode_rgb(read_bytes(sample.path, sample.relpath), sample.relpath)
             faces.append(cut_face(rgb, extraction.records[i], config.faces, config.report.thumbnail))
-            borders.append("#2e7d32" if sample.label == "real" else "#c62828")
+            borders.append(LABEL_COLOURS.get(sample.label, UNLABELLED_COLOUR))
         path = out / f"montage-{name}-cluster{cluster}.png"
         montage_png(path, faces, tile=config.report.thumbnail, borders=borders)
         files[str(cluster)] = path.name
     return files
 
 
-def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[str, np.ndarray]) -> list[dict]:
+def image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[str, np.ndarray],
+                   synthetic: dict[str, np.ndarray]) -> list[dict]:
     entries = []
     for i, sample in enumerate(dataset.samples):
         face = FaceRecord.from_array(extraction.records[i])
@@ -74,6 +80,7 @@ def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[s
             "sha256": sample.sha256 or None,
             "status": extraction.status[i],
             "clusters": {name: (int(c[i]) if c[i] >= 0 else None) for name, c in assignments.items()},
+            "scores": {name: (round(float(v[i]), 6) if np.isfinite(v[i]) else None) for name, v in synthetic.items()},
         }
         if extraction.messages[i]:
             entry["message"] = extraction.messages[i]
@@ -85,6 +92,47 @@ def _image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[s
     return entries
 
 
+def problem_entries(dataset: Dataset, extraction: Extraction, usable: np.ndarray, extractor: str) -> list[dict]:
+    """Every image that takes no part: its status code and one-line message, or non-finite features."""
+    problems = [{"path": s.relpath, "code": extraction.status[i], "message": extraction.messages[i]}
+                for i, s in enumerate(dataset.samples) if extraction.status[i] not in USABLE]
+    problems += [{"path": s.relpath, "code": "nonfinite_features",
+                  "message": f"{s.relpath}: some of its {extractor} features are not finite numbers, so it "
+                             "takes no part in clustering; re-run with another extractor or report the image"}
+                 for i, s in enumerate(dataset.samples) if extraction.status[i] in USABLE and not usable[i]]
+    return problems
+
+
+def dataset_summary(source: Path, dataset: Dataset) -> dict:
+    """Where the images came from, how they were split, and how many of each label."""
+    return {"source": str(source), "root": str(dataset.root), "split_source": dataset.split_source,
+            "fingerprint": dataset.fingerprint(), "n_images": len(dataset.samples), "n_labelled": dataset.n_labelled,
+            "counts": dataset.counts()}
+
+
+def face_counts(config: Config, extraction: Extraction) -> dict:
+    """Faces found, centre-cropped (no face) and failed."""
+    return {"detector": config.faces.detector,
+            "found": int(sum(s == OK for s in extraction.status)),
+            "no_face": int(sum(s == NO_FACE for s in extraction.status)),
+            "failed": int(sum(s not in USABLE for s in extraction.status))}
+
+
+def write_scores(out: Path, dataset: Dataset, extraction: Extraction, model, assignments: dict[str, np.ndarray],
+                 synthetic: dict[str, np.ndarray], method: str | None = None) -> dict:
+    """scores.csv and scores.parquet under ``method`` (the model's default); what results.json says about them."""
+    method = method or model._method(None)
+    named = method in model.mappings_
+    predicted = model.names_of(assignments[method], method) if named else None
+    frame = score_frame(dataset.samples, extraction.status, extraction.messages, extraction.records, method,
+                        assignments.get(method), predicted, synthetic.get(method))
+    csv_path, parquet_path = write_table(frame, out / "scores")
+    return {"method": method, "named": named, "table": [csv_path.name, parquet_path.name],
+            "n_scored": int(frame["score"].notna().sum()),
+            **({} if named else {"why_no_scores": "the clusters are not named: give some labels "
+                                                  "(--labels FILE) or name them (facecluster name)"})}
+
+
 def model_card(results: dict) -> dict:
     """What a saved model was fitted on, with what, and how it scored: for the people who reuse it."""
     audit = results.get("audit") or {}
@@ -92,8 +140,11 @@ def model_card(results: dict) -> dict:
         "fitted_on": {k: results["dataset"][k] for k in ("source", "fingerprint", "n_images", "counts")},
         "features": results["features"],
         "faces": results["provenance"]["config"]["faces"],
-        "scores": {name: {split: scored.get("balanced_accuracy") for split, scored in method.get("scores", {}).items()}
+        "scores": {name: {split: {k: scored.get(k) for k in ("balanced_accuracy", "roc_auc", "average_precision")}
+                          for split, scored in method.get("scores", {}).items()}
                    for name, method in results["methods"].items()},
+        "default_method": results["scoring"]["method"],
+        "cues": results["features"].get("cues", []),
         "audit_flags": audit.get("flags", []),
         "provenance": {k: results["provenance"][k] for k in ("versions", "created", "seed")},
     }
@@ -121,51 +172,38 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         extraction.features, extraction.status, labels, splits, reduce=config.reduce, methods=config.methods,
         seed=config.seed, blocks=getattr(extractor, "blocks", None), naming=config.evaluation.naming,
         n_resamples=config.evaluation.bootstrap_resamples,
-        model_params={"features": extractor.cache_identity(), "faces": config.faces.model_dump(mode="json")})
-    methods, assignments = evaluation["methods"], evaluation["clusters"]
+        model_params={"features": extractor.cache_identity(), "features_config": config.features.model_dump(mode="json"),
+                      "faces": config.faces.model_dump(mode="json")})
+    methods, assignments, synthetic = evaluation["methods"], evaluation["clusters"], evaluation["synthetic"]
     usable, reduced, reducer = evaluation["usable"], evaluation["reduced"], model.reducer_
-    for name in methods:
+    labelled = labelled_rows(labels)
+    shown_labels = np.array([label or "unlabelled" for label in labels], dtype=object)
+    for name in [m for m in methods if m in assignments]:
         scatter = scatter_png(out / f"scatter-{name}.png", reduced[usable], assignments[name][usable],
-                              labels[usable], splits[usable], f"{name}: clusters of {extractor.name} features")
+                              shown_labels[usable], splits[usable], f"{name}: clusters of {extractor.name} features")
         methods[name]["figures"] = {"scatter": scatter.name,
-                                    "montages": _montages(out, name, dataset, extraction, assignments[name], config)}
+                                    "montages": draw_montages(out, name, dataset, extraction, assignments[name], config)}
     np.save(out / "reduced.npy", reduced.astype(np.float32), allow_pickle=False)
 
-    problems = [{"path": s.relpath, "code": extraction.status[i], "message": extraction.messages[i]}
-                for i, s in enumerate(dataset.samples) if extraction.status[i] not in USABLE]
-    problems += [{"path": s.relpath, "code": "nonfinite_features",
-                  "message": f"{s.relpath}: some of its {extractor.name} features are not finite numbers, so it "
-                             "takes no part in clustering; re-run with another extractor or report the image"}
-                 for i, s in enumerate(dataset.samples) if extraction.status[i] in USABLE and not usable[i]]
+    problems = problem_entries(dataset, extraction, usable, extractor.name)
     results = {
         "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "dataset": {
-            "source": str(source),
-            "root": str(dataset.root),
-            "split_source": dataset.split_source,
-            "fingerprint": dataset.fingerprint(),
-            "n_images": len(dataset.samples),
-            "counts": dataset.counts(),
-        },
-        "faces": {
-            "detector": config.faces.detector,
-            "found": int(sum(s == OK for s in extraction.status)),
-            "no_face": int(sum(s == NO_FACE for s in extraction.status)),
-            "failed": int(sum(s not in USABLE for s in extraction.status)),
-        },
+        "dataset": dataset_summary(source, dataset),
+        "faces": face_counts(config, extraction),
         "features": {**extractor.describe(), "dim": int(extraction.features.shape[1]),
                      "cues": cues_of(extractor.name)},
         "reduce": describe_reducer(reducer),
         "methods": methods,
-        "supervised": (supervised_ceiling(extraction.features, labels, splits, usable, seed=config.seed)
+        "supervised": (supervised_ceiling(extraction.features, labels, splits, usable & labelled, seed=config.seed)
                        if config.evaluation.supervised else {}),
         "audit": audit_dataset(dataset, config) if config.audit.enabled else None,
         "problems": problems,
         "skipped": dataset.skipped,
         "warnings": dataset.warnings,
         "leaks": dataset.leaks,
-        "images": _image_entries(dataset, extraction, assignments),
+        "images": image_entries(dataset, extraction, assignments, synthetic),
+        "scoring": write_scores(out, dataset, extraction, model, assignments, synthetic),
         "provenance": provenance(config, engine=engine.name),
         "timings": {"extract_seconds": round(extract_seconds, 3), **{f"{k}_seconds": round(v, 3) for k, v in extraction.seconds.items()},
                     "computed": extraction.computed, "total_seconds": round(time.perf_counter() - started, 3)},

@@ -22,6 +22,7 @@ from facecluster.evaluate import (
     apply_mapping,
     bootstrap_intervals,
     majority_mapping,
+    ranking_scores,
     score,
     silhouette,
 )
@@ -36,6 +37,11 @@ SPLIT_ORDER = ("train", "valid", "test")
 def usable_rows(status, features: np.ndarray) -> np.ndarray:
     """Rows that can be reduced and clustered: a usable status and every feature finite."""
     return np.array([s in USABLE for s in status], dtype=bool) & np.isfinite(features).all(axis=1)
+
+
+def labelled_rows(labels: np.ndarray) -> np.ndarray:
+    """Rows with a label ("real" or "fake"); the others are clustered and predicted, never scored."""
+    return np.array([label is not None for label in labels], dtype=bool)
 
 
 def fit_reducer(features: np.ndarray, usable: np.ndarray, train: np.ndarray, config: ReduceConfig, seed: int = 0,
@@ -103,13 +109,19 @@ def train_mapping(clusters: np.ndarray, labels: np.ndarray, train: np.ndarray,
 
 def score_splits(labels: np.ndarray, splits: np.ndarray, usable: np.ndarray, clusters: np.ndarray,
                  mapping: dict[int, str], default: str, reduced: np.ndarray | None = None,
-                 n_resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
-    """Scores of every split under a fixed mapping, with silhouette and bootstrap intervals."""
+                 n_resamples: int = 1000, seed: int = 0, synthetic: np.ndarray | None = None) -> dict[str, dict]:
+    """Scores of every split under a fixed mapping, with silhouette and bootstrap intervals.
+
+    ``usable`` selects the scored rows (usable and labelled). With ``synthetic`` (the per-image
+    synthetic score), each split also gets its ROC AUC and average precision ("fake" positive).
+    """
     out = {}
     for split in [s for s in SPLIT_ORDER if (usable & (splits == s)).any()]:
         rows = usable & (splits == split)
         predicted = apply_mapping(clusters[rows], mapping, default)
         result = score(labels[rows], predicted, clusters[rows])
+        if synthetic is not None:
+            result.update(ranking_scores(labels[rows], synthetic[rows]))
         if reduced is not None:
             result["silhouette"] = silhouette(reduced[rows], clusters[rows], seed=seed)
         if n_resamples > 0:

@@ -64,7 +64,7 @@ def test_missing_dataset_and_empty_layout_are_clear_errors(tmp_path):
     with pytest.raises(DatasetError, match="no such file"):
         discover(tmp_path / "nope")
     (tmp_path / "stuff").mkdir()
-    with pytest.raises(DatasetError, match="no split folders"):
+    with pytest.raises(DatasetError, match="no images found .*split folders"):
         discover(tmp_path)
 
 
@@ -80,3 +80,60 @@ def test_fingerprint_changes_when_content_changes(tiny_dataset):
     path = next(Path(tiny_dataset).rglob("*.jpg"))
     path.write_bytes(path.read_bytes() + b"\0")
     assert discover(tiny_dataset).fingerprint() != before
+
+
+def _flat_folder(root: Path, n: int = 6, nested: bool = False) -> Path:
+    """``n`` unlabelled JPEGs with shuffled names, flat or spread over two sub-folders."""
+    make_dataset(root / "_src", {"train": {"real": n // 2, "fake": n - n // 2}})
+    sources = sorted((root / "_src").rglob("*.jpg"))
+    for k, source in enumerate(sources):
+        folder = root / "faces" / (f"batch{k % 2}" if nested else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        source.rename(folder / f"{(k * 7919) % 1000:04d}.jpg")
+    return root / "faces"
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_folder_without_split_or_label_folders_is_read_unlabelled(tmp_path, nested):
+    folder = _flat_folder(tmp_path, 6, nested=nested)
+    (folder / "notes.txt").write_text("not an image")
+    dataset = discover(folder)
+    assert len(dataset.samples) == 6 and dataset.split_source == "unlabelled"
+    assert {s.label for s in dataset.samples} == {None} and {s.split for s in dataset.samples} == {"train"}
+    assert dataset.counts() == {"train": {"real": 0, "fake": 0, "unlabelled": 6}}
+    assert [s["code"] for s in dataset.skipped] == ["not_an_image_name"]
+    assert not [w for w in dataset.warnings if w["code"] == "one_class"]  # no labels: nothing to warn about
+
+
+def test_a_csv_with_only_paths_is_unlabelled_and_a_blank_label_is_unlabelled(tmp_path):
+    folder = _flat_folder(tmp_path, 4)
+    names = sorted(p.name for p in folder.iterdir())
+    csv_path = folder / "list.csv"
+    csv_path.write_text("path\n" + "".join(f"{n}\n" for n in names))
+    assert {s.label for s in discover(csv_path).samples} == {None}
+    csv_path.write_text("path,label\n" + f"{names[0]},fake\n{names[1]},\n{names[2]},real\n{names[3]},\n")
+    dataset = discover(csv_path)
+    assert dataset.split_source == "unlabelled"  # some labels only: everything is train, not split 70/30
+    assert {s.relpath: s.label for s in dataset.samples} == {names[0]: "fake", names[1]: None,
+                                                             names[2]: "real", names[3]: None}
+
+
+def test_partial_labels_come_from_labels_csv_or_the_labels_setting(tmp_path):
+    from facecluster.config import DatasetConfig
+
+    folder = _flat_folder(tmp_path, 6)
+    names = sorted(p.name for p in folder.iterdir())
+    (folder / "labels.csv").write_text(f"path,label\n{names[0]},fake\n{names[1]},real\nmissing.jpg,fake\n")
+    dataset = discover(folder)
+    assert len(dataset.samples) == 6 and dataset.n_labelled == 2  # labels.csv itself is not an image entry
+    assert {s.relpath: s.label for s in dataset.samples if s.label} == {names[0]: "fake", names[1]: "real"}
+    assert [w["code"] for w in dataset.warnings] == ["labels_unmatched"]
+    elsewhere = tmp_path / "mine.csv"
+    elsewhere.write_text(f"path,label\n{names[2]},fake\n")
+    dataset = discover(folder, DatasetConfig(labels=str(elsewhere)))
+    assert dataset.n_labelled == 1
+    with pytest.raises(DatasetError, match="no such labels file"):
+        discover(folder, DatasetConfig(labels=str(tmp_path / "nope.csv")))
+    elsewhere.write_text(f"path,label\n{names[2]},maybe\n")
+    with pytest.raises(DatasetError, match="mine.csv:2: unknown label 'maybe'"):
+        discover(folder, DatasetConfig(labels=str(elsewhere)))

@@ -15,7 +15,8 @@ from facecluster.config import MethodConfig, ReduceConfig
 from facecluster.dataset import discover
 from facecluster.engines.local import LocalEngine
 from facecluster.errors import FaceclusterError, ModelError
-from facecluster.model import FaceModel, fit_and_evaluate, load_model
+from facecluster.model import FaceModel, fit_and_evaluate
+from facecluster.scoring import load_model
 from facecluster.pipeline import run
 from facecluster.records import USABLE
 from facecluster.resolve import build_config

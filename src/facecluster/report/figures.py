@@ -12,7 +12,7 @@ from PIL import Image
 # Figures are built with matplotlib's object API, never pyplot: the files are drawn by the Agg
 # canvas that savefig picks for PNG, and a notebook's or host program's backend is left alone.
 
-MARKERS = {"real": "o", "fake": "x"}
+MARKERS = {"real": "o", "fake": "x", "unlabelled": "."}
 SPLIT_ALPHA = {"train": 0.75, "valid": 0.35, "test": 0.35}
 
 
@@ -37,7 +37,8 @@ def scatter_png(path: Path, coords: np.ndarray, clusters: np.ndarray, labels: np
     for colour, cluster in enumerate(ids):
         axes.scatter([], [], color=cmap(colour % 10), marker="s", label=f"cluster {cluster}")
     for label, marker in MARKERS.items():
-        axes.scatter([], [], color="black", marker=marker, label=label)
+        if (labels == label).any():
+            axes.scatter([], [], color="black", marker=marker, label=label)
     axes.legend(loc="best", fontsize=8, framealpha=0.8)
     axes.set_xlabel("component 1")
     axes.set_ylabel("component 2")

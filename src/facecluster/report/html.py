@@ -102,7 +102,7 @@ def _clusters(method: dict, run_dir: Path, labels: list[str]) -> list[dict]:
         cards.append({
             "id": cluster,
             "colour": NOISE_COLOUR if cluster == "noise" else cluster_colour(position),
-            "mapped": method.get("mapping", {}).get(key, "–"),
+            "mapped": (method.get("mapping") or {}).get(key, "–"),
             "size": size,
             "counts": {split: {label: c.get(label, 0) for label in labels} for split, c in counts.items()},
             "shares": [(label, 100.0 * totals[label] / size if size else 0.0) for label in labels],

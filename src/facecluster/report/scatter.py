@@ -67,13 +67,13 @@ def _source(results: dict, reduced: np.ndarray, thumbs: list[str | None], rows: 
         "y": (coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(rows))).astype(float),
         "thumb": [thumbs[i] or "" for i in rows],
         "path": [entry["path"] for entry in images],
-        "label": [entry["label"] for entry in images],
+        "label": [entry["label"] or "unlabelled" for entry in images],
         "split": [entry["split"] for entry in images],
     }
     for j, (name, method) in enumerate(results["methods"].items()):
         clusters = [entry["clusters"].get(name) for entry in images]
         data[f"c{j}"] = ["noise" if c is None else str(c) for c in clusters]
-        data[f"m{j}"] = ["–" if c is None else method["mapping"].get(str(c), "–") for c in clusters]
+        data[f"m{j}"] = ["–" if c is None else (method.get("mapping") or {}).get(str(c), "–") for c in clusters]
         data[f"r{j}"] = np.zeros(len(rows), dtype=int)
     return ColumnDataSource(data, name="points")
 

@@ -1,0 +1,253 @@
+"""Apply a saved model to new images without re-fitting: `facecluster score` and `facecluster.load_model`.
+
+The model is read as data (`FaceModel.load`). Its feature extractor is rebuilt from the
+settings saved with it and must compute the same features as when it was fitted: an
+extractor whose identity differs (another checkpoint, precision, version) is refused in one
+line naming the difference. Every input image gets its row in the score table, with its
+reason when it could not be used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facecluster.config import Config, DatasetConfig, FacesConfig, FeaturesConfig, dump_config
+from facecluster.dataset import Dataset, discover, from_paths
+from facecluster.engines import Engine, Extraction
+from facecluster.engines.local import LocalEngine
+from facecluster.errors import ModelError
+from facecluster.evaluate import cluster_summary
+from facecluster.features import Extractor, cues_of, make_extractor
+from facecluster.model import FaceModel
+from facecluster.model_io import MANIFEST
+from facecluster.outputs import provenance, write_json, write_text
+from facecluster.pipeline import (
+    dataset_summary,
+    draw_montages,
+    face_counts,
+    image_entries,
+    problem_entries,
+    write_scores,
+)
+from facecluster.protocol import labelled_rows, score_splits, usable_rows
+from facecluster.report.figures import scatter_png
+from facecluster.report.html import write_report
+from facecluster.score_table import score_frame
+from facecluster.store import FeatureStore
+
+SCHEMA_VERSION = 1
+
+
+def model_folder(path: Path) -> Path:
+    """The model folder itself, or the ``model/`` of a run or fit folder."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    if (path / "model" / MANIFEST).is_file():
+        return path / "model"
+    raise ModelError(f"{path}: no saved model here (no {MANIFEST}, nor model/{MANIFEST}); give the folder "
+                     "that `facecluster fit` or `facecluster run` wrote")
+
+
+def _plain(value):
+    return json.loads(json.dumps(value))  # tuples → lists: compare what was saved with what is computed
+
+
+def matching_extractor(model: FaceModel) -> Extractor:
+    """The extractor that computes the features ``model`` was fitted on; refused when this install differs.
+
+    Raises
+    ------
+    ModelError
+        When the model holds no feature settings, or this install's extractor has another identity.
+    """
+    if not model.features_config or not model.features:
+        raise ModelError("the model holds no feature settings, so new images cannot be embedded as its were; "
+                         "re-fit it with this version (facecluster fit)")
+    extractor = make_extractor(FeaturesConfig.model_validate(model.features_config))
+    saved, now = _plain(model.features), _plain(extractor.cache_identity())
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if differ:
+        was = ", ".join(f"{k}={saved.get(k)!r}" for k in differ)
+        here = ", ".join(f"{k}={now.get(k)!r}" for k in differ)
+        raise ModelError(f"the model was fitted on features with {was}, but this install computes {here}; "
+                         "install the versions its card names, or re-fit it here")
+    return extractor
+
+
+@dataclass
+class Scored:
+    """A model applied to a dataset: every row's reduced features, clusters, names and score per method."""
+
+    dataset: Dataset
+    extraction: Extraction
+    usable: np.ndarray
+    reduced: np.ndarray
+    clusters: dict[str, np.ndarray]
+    synthetic: dict[str, np.ndarray]
+    method: str
+
+
+class FittedModel:
+    """A saved model that scores images: what `facecluster.load_model` returns.
+
+    ``model`` is the `FaceModel` (its methods — ``predict_clusters``, ``predict``,
+    ``synthetic_score``, ``transform`` — are reachable on this object too); ``card`` is the
+    model card saved with it; ``folder`` where it was read from.
+    """
+
+    def __init__(self, model: FaceModel, folder: Path, card: dict | None = None):
+        self.model = model
+        self.folder = Path(folder)
+        self.card = card
+
+    @classmethod
+    def load(cls, path: Path) -> "FittedModel":
+        folder = model_folder(path)
+        return cls(FaceModel.load(folder), folder, FaceModel.card(folder))
+
+    def __getattr__(self, name: str):
+        if name == "model":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def score(self, images, method: str | None = None, *, store: FeatureStore | None = None,
+              engine: Engine | None = None, progress: bool = False):
+        """One row per image (see `facecluster.score_table`): cluster, name, synthetic score and rank.
+
+        ``images`` is a folder (any layout, labels optional), a CSV (``path[,label][,split]``)
+        or a list of image paths. Nothing is re-fitted.
+        """
+        dataset = discover(Path(images)) if isinstance(images, (str, Path)) else from_paths(images)
+        scored = self.apply(dataset, method, store=store, engine=engine, progress=progress)
+        return _frame(self.model, scored)
+
+    def apply(self, dataset: Dataset, method: str | None = None, *, store: FeatureStore | None = None,
+              engine: Engine | None = None, progress: bool = False) -> Scored:
+        """Extract ``dataset``'s features as the model was fitted, then assign and score every row."""
+        model = self.model
+        method = model._method(method)
+        extractor = matching_extractor(model)
+        faces = FacesConfig.model_validate(model.faces or {})
+        extraction = (engine or LocalEngine()).extract(dataset.samples, faces, extractor, store or FeatureStore(),
+                                                        progress=progress)
+        usable = usable_rows(extraction.status, extraction.features)
+        if extraction.features.shape[1] != model.n_features_in_:
+            raise ModelError(f"features have {extraction.features.shape[1]} columns; the model expects "
+                             f"{model.n_features_in_}")
+        reduced = model.transform(np.where(usable[:, None], extraction.features, np.nan))  # unusable rows: NaN
+        clusters = {name: model.assign(reduced, name) for name in model.clusterers_}
+        synthetic = {name: model.score_reduced(reduced, name) for name in model.clusterers_
+                     if name in model.mappings_ and name in model.densities_}
+        return Scored(dataset, extraction, usable, reduced, clusters, synthetic, method)
+
+
+def _frame(model: FaceModel, scored: Scored):
+    method = scored.method
+    named = method in model.mappings_
+    extraction = scored.extraction
+    return score_frame(scored.dataset.samples, extraction.status, extraction.messages, extraction.records, method,
+                       scored.clusters[method], model.names_of(scored.clusters[method], method) if named else None,
+                       scored.synthetic.get(method))
+
+
+def load_model(path: Path) -> FittedModel:
+    """The model saved in ``path`` (a model folder, or a run/fit folder holding ``model/``), read as data only."""
+    return FittedModel.load(path)
+
+
+def _method_results(model: FaceModel, scored: Scored, labels: np.ndarray, splits: np.ndarray, seed: int) -> dict:
+    usable, labelled = scored.usable, labelled_rows(labels)
+    present = [s for s in ("train", "valid", "test") if (splits == s).any()]
+    out = {}
+    for name, assigned in scored.clusters.items():
+        method = model.methods[name]
+        named = model.mappings_.get(name)
+        out[name] = {
+            "algorithm": method.algorithm, "params": method.params,
+            "n_clusters": int(len(model.densities_[name].clusters_)) if name in model.densities_ else None,
+            "mapping": {str(k): v for k, v in sorted(named["mapping"].items())} if named else None,
+            "mapping_source": named["source"] if named else None,
+            "clusters": {split: cluster_summary(assigned[usable & (splits == split)], labels[usable & (splits == split)])
+                         for split in present},
+            "scores": (score_splits(labels, splits, usable & labelled, assigned, named["mapping"], named["default"],
+                                    scored.reduced, n_resamples=1000, seed=seed, synthetic=scored.synthetic.get(name))
+                       if named else {}),
+        }
+    return out
+
+
+def score_folder(source: Path, model_path: Path, out: Path, dataset_config: DatasetConfig | None = None,
+                 method: str | None = None, store: FeatureStore | None = None, engine: Engine | None = None,
+                 progress: bool = True) -> dict:
+    """Score every image of ``source`` with a saved model; write scores.csv/.parquet, results.json and report.html.
+
+    Labels in ``source`` (folders, a CSV, ``labels.csv`` or ``dataset_config.labels``) are
+    used only to score the model on them: balanced accuracy, ROC AUC and average precision.
+    """
+    started = time.perf_counter()
+    fitted = FittedModel.load(model_path)
+    model = fitted.model
+    out.mkdir(parents=True, exist_ok=True)
+    dataset_config = dataset_config or DatasetConfig()
+    dataset = discover(source, dataset_config)
+    engine = engine or LocalEngine()
+    t0 = time.perf_counter()
+    scored = fitted.apply(dataset, method, store=store, engine=engine, progress=progress)
+    extract_seconds = time.perf_counter() - t0
+    config = Config(dataset=dataset_config, faces=FacesConfig.model_validate(model.faces or {}),
+                    features=FeaturesConfig.model_validate(model.features_config), reduce=model.reduce,
+                    methods=model.methods, seed=model.seed)
+    labels = np.array([s.label for s in dataset.samples], dtype=object)
+    splits = np.array([s.split for s in dataset.samples], dtype=object)
+    methods = _method_results(model, scored, labels, splits, model.seed)
+    shown = np.array([label or "unlabelled" for label in labels], dtype=object)
+    usable = scored.usable
+    for name in methods:
+        scatter = scatter_png(out / f"scatter-{name}.png", scored.reduced[usable], scored.clusters[name][usable],
+                              shown[usable], splits[usable], f"{name}: the model's clusters of {dataset.root.name}")
+        methods[name]["figures"] = {"scatter": scatter.name, "montages": draw_montages(
+            out, name, dataset, scored.extraction, scored.clusters[name], config)}
+    np.save(out / "reduced.npy", scored.reduced.astype(np.float32), allow_pickle=False)
+    extractor_name = (model.features or {}).get("extractor", "")
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "score",
+        "model": {"folder": str(fitted.folder), "card": fitted.card},
+        "dataset": dataset_summary(source, dataset),
+        "faces": face_counts(config, scored.extraction),
+        "features": {**model.features, "dim": int(model.n_features_in_), "cues": cues_of(extractor_name)},
+        "methods": methods,
+        "supervised": {},
+        "audit": None,
+        "problems": problem_entries(dataset, scored.extraction, usable, extractor_name),
+        "skipped": dataset.skipped,
+        "warnings": dataset.warnings,
+        "leaks": dataset.leaks,
+        "images": image_entries(dataset, scored.extraction, scored.clusters, scored.synthetic),
+        "scoring": write_scores(out, dataset, scored.extraction, model, scored.clusters, scored.synthetic,
+                                method=scored.method),
+        "provenance": provenance(config, engine=engine.name),
+        "timings": {"extract_seconds": round(extract_seconds, 3), "computed": scored.extraction.computed,
+                    "total_seconds": round(time.perf_counter() - started, 3)},
+    }
+    write_text(out / "config.toml", dump_config(config))
+    write_json(out / "results.json", results)
+    write_report(out)
+    return results
+
+
+def rename_clusters(path: Path, mapping: dict[int, str], method: str | None = None) -> tuple[Path, str]:
+    """Name a saved model's clusters by hand and save it again in place (card kept); nothing is re-fitted."""
+    fitted = FittedModel.load(path)
+    method = fitted.model._method(method)
+    fitted.model.set_mapping(method, mapping)
+    card = dict(fitted.card or {})
+    card["named_by_hand"] = {**card.get("named_by_hand", {}), method: {str(k): v for k, v in sorted(mapping.items())}}
+    fitted.model.save(fitted.folder, card=card)
+    return fitted.folder, method
