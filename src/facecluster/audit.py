@@ -326,7 +326,7 @@ def audit(dataset: Dataset, config: Config, engine=None, store=None, alignment: 
 def _audit(dataset: Dataset, config: Config, engine, store, alignment: bool, progress: bool) -> dict:
     rows = _sample_rows(dataset, config.audit.max_images_per_label, config.seed)
     metas = read_metadata(dataset, config, rows)
-    readable = np.array([m.error is None for m in metas])
+    readable = np.array([m.error is None for m in metas], dtype=bool)  # bool even when no image is labelled
     labels = np.array([dataset.samples[i].label for i in rows], dtype=object)
     out = {"n_images": len(dataset.samples), "n_read": int(readable.sum()),
            "sampled": bool(len(rows) < len(dataset.samples)),

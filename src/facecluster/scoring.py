@@ -35,6 +35,7 @@ from facecluster.pipeline import (
     write_scores,
 )
 from facecluster.protocol import labelled_rows, score_splits, usable_rows
+from facecluster.reduce import describe_reducer
 from facecluster.report.figures import scatter_png
 from facecluster.report.html import write_report
 from facecluster.score_table import score_frame
@@ -222,6 +223,7 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
         "dataset": dataset_summary(source, dataset),
         "faces": face_counts(config, scored.extraction),
         "features": {**model.features, "dim": int(model.n_features_in_), "cues": cues_of(extractor_name)},
+        "reduce": describe_reducer(model.reducer_),
         "methods": methods,
         "supervised": {},
         "audit": None,

@@ -144,7 +144,7 @@ def report_context(run_dir: Path, results: dict, thumbs: list[str | None], notes
     images = results["images"]
     methods = [{"index": j, "name": name, "algorithm": method["algorithm"],
                 "params": _params(method.get("params", {})), "n_clusters": method["n_clusters"],
-                "bandwidth": method.get("bandwidth"), "mapping_source": method.get("mapping_source", "majority"),
+                "bandwidth": method.get("bandwidth"), "mapping_source": method.get("mapping_source") or "nothing (no labels; name them with facecluster name)",
                 "clusters": _clusters(method, run_dir, labels), "confusions": _confusions(method)}
                for j, (name, method) in enumerate(results["methods"].items())]
     reduce = results.get("reduce", {})

@@ -120,7 +120,7 @@ def _method_figure(j: int, name: str, method: dict, source: ColumnDataSource, x_
     for position, cluster in enumerate(cluster_ids):
         colour = NOISE_COLOUR if cluster == "noise" else cluster_colour(position)
         swatch = _swatch(fig, by_cluster[cluster], marker="square", size=10, color=colour)
-        text = "noise" if cluster == "noise" else f"cluster {cluster} → {method['mapping'].get(cluster, '–')}"
+        text = "noise" if cluster == "noise" else f"cluster {cluster} → {(method.get('mapping') or {}).get(cluster, '–')}"
         items.append(LegendItem(label=text, renderers=[swatch]))
     for label, split in ((label, split) for label in labels for split in splits if (label, split) in by_kind):
         members = by_kind[(label, split)]

@@ -1,0 +1,205 @@
+"""Scoring folders nobody labelled: unlabelled runs, fit → score without re-fitting, names by hand, the tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from facecluster.cli import app
+from facecluster.engines.local import LocalEngine
+from facecluster.errors import ModelError
+from facecluster.pipeline import run
+from facecluster.resolve import build_config
+from facecluster.score_table import COLUMNS
+from facecluster.scoring import load_model, score_folder
+from facecluster.store import FeatureStore
+from facecluster.synthetic import ClusterDensity, calibrate, probability, rank_of
+from tests.conftest import make_dataset
+
+METHODS = {"kmeans": {"algorithm": "kmeans", "params": {"n_clusters": 2}},
+           "birch": {"algorithm": "birch", "params": {"n_clusters": 2, "threshold": 0.05}}}
+
+
+def _config(extractor="tiny", **dataset):
+    return build_config("study", {"faces": {"detector": "none"}, "features": {"extractor": extractor},
+                                  "reduce": {"standardize": True, "n_components": 2}, "methods": METHODS,
+                                  "evaluation": {"bootstrap_resamples": 20, "naming": "enrichment"},
+                                  "dataset": dataset})
+
+
+def _flatten(labelled: Path, flat: Path) -> dict[str, str]:
+    """Copy every image of a labelled dataset into one flat folder under meaningless names; return name → label."""
+    flat.mkdir(parents=True)
+    truth = {}
+    for k, path in enumerate(sorted(labelled.rglob("*.jpg"))):
+        name = f"{(k * 7919) % 10007:05d}.jpg"
+        shutil.copy(path, flat / name)
+        truth[name] = path.parent.name
+    return truth
+
+
+@pytest.fixture
+def store(tmp_path):
+    return FeatureStore(tmp_path / "cache")
+
+
+def test_an_unlabelled_folder_runs_end_to_end_and_every_file_has_a_row(tmp_path, tiny_extractor, store):
+    truth = _flatten(make_dataset(tmp_path / "labelled", {"train": {"real": 10, "fake": 10}}), tmp_path / "flat")
+    (tmp_path / "flat" / "broken.jpg").write_bytes(b"not a jpeg")
+    results = run(tmp_path / "flat", _config(), tmp_path / "run", store=store, engine=LocalEngine(workers=0),
+                  progress=False)
+    assert results["dataset"]["split_source"] == "unlabelled" and results["dataset"]["n_labelled"] == 0
+    for method in results["methods"].values():
+        assert method["mapping"] is None and method["scores"] == {}  # absent, not zero
+        assert method["train_criteria"]["silhouette"] is not None  # what needs no labels is still there
+    assert results["scoring"]["named"] is False and results["scoring"]["n_scored"] == 0
+    table = pd.read_csv(tmp_path / "run" / "scores.csv")
+    assert sorted(table["path"]) == sorted([*truth, "broken.jpg"])
+    broken = table[table["path"] == "broken.jpg"].iloc[0]
+    assert broken["status"] != "ok" and isinstance(broken["reason"], str) and pd.isna(broken["cluster"])
+    assert table["score"].isna().all() and table["cluster"].notna().sum() == len(truth)
+    assert (tmp_path / "run" / "report.html").stat().st_size > 10_000
+
+
+def test_fit_then_score_the_train_folder_reproduces_the_run_and_scores_rank_fakes_first(tmp_path, tiny_extractor,
+                                                                                        store):
+    data = make_dataset(tmp_path / "data", {"train": {"real": 14, "fake": 14}, "valid": {"real": 6, "fake": 6}})
+    fitted = run(data, _config(), tmp_path / "fit", store=store, engine=LocalEngine(workers=0), progress=False)
+    scored = score_folder(data, tmp_path / "fit", tmp_path / "score", store=store, engine=LocalEngine(workers=0),
+                          progress=False)
+    ran = {e["path"]: e for e in fitted["images"]}
+    for entry in scored["images"]:
+        assert entry["clusters"] == ran[entry["path"]]["clusters"]  # same clusters, nothing re-fitted
+        for name, value in entry["scores"].items():
+            assert value == pytest.approx(ran[entry["path"]]["scores"][name], abs=1e-6)
+    method = scored["scoring"]["method"]
+    assert method == fitted["scoring"]["method"]
+    for split in ("train", "valid"):
+        assert scored["methods"][method]["scores"][split]["balanced_accuracy"] == \
+            fitted["methods"][method]["scores"][split]["balanced_accuracy"]
+        assert fitted["methods"][method]["scores"][split]["roc_auc"] > 0.9  # the tiny fakes are warmer: easy
+    table = pd.read_parquet(tmp_path / "score" / "scores.parquet")
+    assert list(table.columns) == list(COLUMNS)
+    assert sorted(table["rank"].tolist()) == list(range(1, len(table) + 1))
+    top = table.sort_values("rank").head(6)
+    assert (top["given_label"] == "fake").all()
+
+    # The Python API gives the same table, from a folder or a list of paths.
+    model = load_model(tmp_path / "fit")
+    frame = model.score(data, store=store, engine=LocalEngine(workers=0))
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), table.reset_index(drop=True), check_dtype=False)
+    paths = sorted((data / "valid").rglob("*.jpg"))[:3] + [tmp_path / "missing.jpg"]
+    listed = model.score(paths, store=store, engine=LocalEngine(workers=0))
+    assert len(listed) == 4 and listed["score"].notna().sum() == 3 and listed.iloc[3]["status"] != "ok"
+
+
+def test_csv_and_parquet_hold_the_same_table_with_nulls_kept(tmp_path, tiny_extractor, store):
+    data = make_dataset(tmp_path / "data", {"train": {"real": 8, "fake": 8}})
+    (data / "train" / "fake" / "empty.jpg").write_bytes(b"")
+    run(data, _config(), tmp_path / "run", store=store, engine=LocalEngine(workers=0), progress=False)
+    from_csv = pd.read_csv(tmp_path / "run" / "scores.csv", keep_default_na=True)
+    from_parquet = pd.read_parquet(tmp_path / "run" / "scores.parquet")
+    assert len(from_csv) == len(from_parquet) == 17
+    for column in COLUMNS:
+        a, b = from_csv[column], from_parquet[column]
+        assert a.isna().tolist() == b.isna().tolist(), column
+        kept = a.notna()
+        if b.dtype.kind in "fiu" or str(b.dtype) in ("Int64", "Float64"):
+            np.testing.assert_allclose(a[kept].astype(float), b[kept].astype(float), rtol=1e-9, err_msg=column)
+        else:
+            assert a[kept].astype(str).tolist() == b[kept].astype(str).tolist(), column
+    empty = from_parquet[from_parquet["path"].str.endswith("empty.jpg")].iloc[0]
+    assert empty["status"] == "empty_file" and pd.isna(empty["score"]) and pd.isna(empty["rank"])
+
+
+def test_ten_percent_labels_name_the_clusters_and_the_rest_is_predicted(tmp_path, tiny_extractor, store):
+    truth = _flatten(make_dataset(tmp_path / "labelled", {"train": {"real": 20, "fake": 20}}), tmp_path / "flat")
+    names = sorted(truth)
+    given = [n for n in names if truth[n] == "fake"][:2] + [n for n in names if truth[n] == "real"][:2]
+    (tmp_path / "some.csv").write_text("path,label\n" + "".join(f"{n},{truth[n]}\n" for n in given))
+    results = run(tmp_path / "flat", _config(labels=str(tmp_path / "some.csv")), tmp_path / "run", store=store,
+                  engine=LocalEngine(workers=0), progress=False)
+    assert results["dataset"]["n_labelled"] == 4
+    method = results["scoring"]["method"]
+    assert results["methods"][method]["scores"]["train"]["n"] == 4  # scored on the labelled four only
+    table = pd.read_csv(tmp_path / "run" / "scores.csv")
+    rest = table[~table["path"].isin(given)]
+    assert rest["score"].notna().all() and rest["label"].notna().all()
+    accuracy = np.mean([label == truth[path] for path, label in zip(rest["path"], rest["label"])])
+    assert accuracy > 0.9  # 4 labels named the clusters; the 36 others are predicted
+
+
+def test_naming_by_hand_changes_the_names_and_the_scores_without_refitting(tmp_path, tiny_extractor, store):
+    from typer.testing import CliRunner
+
+    truth = _flatten(make_dataset(tmp_path / "labelled", {"train": {"real": 10, "fake": 10}}), tmp_path / "flat")
+    run(tmp_path / "flat", _config(), tmp_path / "fit", store=store, engine=LocalEngine(workers=0), progress=False)
+    first = json.loads((tmp_path / "fit" / "results.json").read_text())["images"]
+    method = load_model(tmp_path / "fit").model._method(None)
+    fake_cluster = next(e["clusters"][method] for e in first if truth[e["path"]] == "fake")
+    names = [f"{fake_cluster}=fake", f"{1 - fake_cluster}=real"]
+    result = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), *names, "--method", method])
+    assert result.exit_code == 0, result.output
+    scored = score_folder(tmp_path / "flat", tmp_path / "fit", tmp_path / "score", store=store,
+                          engine=LocalEngine(workers=0), progress=False)
+    table = pd.read_csv(tmp_path / "score" / "scores.csv")
+    assert [e["clusters"][method] for e in scored["images"]] == [e["clusters"][method] for e in first]
+    predicted = dict(zip(table["path"], table["label"]))
+    assert np.mean([predicted[p] == truth[p] for p in truth]) > 0.9
+    fakes = table[[truth[p] == "fake" for p in table["path"]]]["score"]
+    reals = table[[truth[p] == "real" for p in table["path"]]]["score"]
+    assert fakes.min() > reals.max()
+    bad = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "7=fake", "--method", method])
+    assert bad.exit_code == 2 and "has no cluster [7]" in bad.output
+
+
+def test_a_model_of_other_features_or_a_tampered_one_is_refused_in_one_line(tmp_path, tiny_extractor, store,
+                                                                          monkeypatch):
+    from tests.conftest import TinyColourFeatures
+
+    data = make_dataset(tmp_path / "data", {"train": {"real": 6, "fake": 6}})
+    run(data, _config(), tmp_path / "fit", store=store, engine=LocalEngine(workers=0), progress=False)
+
+    class NewerTiny(TinyColourFeatures):
+        def cache_identity(self):
+            return {"extractor": self.name, "version": 2}
+
+    from facecluster import features
+
+    monkeypatch.setitem(features.EXTRACTORS, "tiny", NewerTiny)
+    with pytest.raises(ModelError, match=r"fitted on features with version=1, but this install computes version=2"):
+        score_folder(data, tmp_path / "fit", tmp_path / "out", store=store, engine=LocalEngine(workers=0),
+                     progress=False)
+    monkeypatch.setitem(features.EXTRACTORS, "tiny", TinyColourFeatures)
+    document = tmp_path / "fit" / "model" / "model.json"
+    document.write_text(document.read_text().replace('"version": 1', '"version": 3'))
+    with pytest.raises(ModelError, match="model.json") as refused:
+        load_model(tmp_path / "fit")
+    assert "\n" not in str(refused.value)
+    with pytest.raises(ModelError, match="no saved model here"):
+        load_model(tmp_path / "data")
+
+
+def test_synthetic_score_orders_by_fake_cluster_density_and_calibrates():
+    rng = np.random.default_rng(0)
+    real = rng.normal([0, 0], 0.5, (60, 2))
+    fake = rng.normal([3, 0], 0.5, (60, 2))
+    X = np.vstack([real, fake])
+    clusters = np.array([0] * 60 + [1] * 60)
+    density = ClusterDensity().fit(X, clusters)
+    line = np.column_stack([np.linspace(-1, 4, 11), np.zeros(11)])
+    odds = density.log_odds(line, [1])
+    assert np.all(np.diff(odds) > 0)  # further towards the fake cluster, more synthetic
+    labels = np.array(["real"] * 60 + ["fake"] * 60, dtype=object)
+    slope, intercept = calibrate(density.log_odds(X, [1]), labels)
+    assert slope > 0
+    score = probability(density.log_odds(X, [1]), (slope, intercept))
+    assert 0 <= score.min() and score.max() <= 1 and score[60:].mean() > 0.9 > 0.1 > score[:60].mean()
+    assert np.isnan(density.log_odds(np.array([[np.nan, 0.0]]), [1])[0])
+    assert probability(density.log_odds(X[:3], [0, 1]), None).tolist() == [1.0, 1.0, 1.0]  # all named fake
+    assert rank_of(np.array([0.2, np.nan, 0.9, 0.2])).tolist() == [2, 0, 1, 3]
