@@ -12,8 +12,8 @@ readings are averaged after mirroring the second back (each eye point with its m
 the eye points of a mirrored face are then exactly the mirror of the face's own, so everything
 computed from them is unchanged by a horizontal flip. The iris model reads a 64×64 patch around
 each eye, as MediaPipe cuts it (centred between the eye corners, 2.3 corner distances wide, turned
-so the corners are level); it is trained on one eye, so the other eye's patch is mirrored first,
-as MediaPipe does.
+so the corners are level); it is trained on the eye on the image's left, so the other eye is read
+from the mirrored crop, as MediaPipe mirrors its patch.
 """
 
 from __future__ import annotations
@@ -154,35 +154,42 @@ class EyeLandmarker:
         return loop.astype(np.float64), iris.astype(np.float64)
 
     def eye_contours(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """The left and right eye contours (16×2 each, crop pixels) and the face probability, mirror-averaged."""
+        """Both eye contours (16×2 face-mesh points) and the face probability, each eye from both readings.
+
+        The left eye is given in the crop's pixels, the right eye **in the mirrored crop's** (where it
+        is a left eye too). Each averages the face mesh on the crop and on the mirrored crop, written
+        so that mirroring the crop swaps the two results exactly.
+        """
         side = crop.shape[0]
         interpolation = cv2.INTER_AREA if side > MESH_SIDE else cv2.INTER_LINEAR
-        small = cv2.resize(crop, (MESH_SIDE, MESH_SIDE), interpolation=interpolation).astype(np.float32) / 255.0
-        mesh, probability = self._run_mesh(np.stack([small, small[:, ::-1]]))
-        direct, mirrored = mesh[0], _mirror_x(mesh[1], MESH_SIDE)
-        left = (direct[list(LEFT_EYE)] + mirrored[list(RIGHT_EYE)]) / 2
-        right = (direct[list(RIGHT_EYE)] + mirrored[list(LEFT_EYE)]) / 2
+        views = [cv2.resize(np.ascontiguousarray(view), (MESH_SIDE, MESH_SIDE), interpolation=interpolation)
+                 for view in (crop, crop[:, ::-1])]
+        (direct, mirrored), probability = self._run_mesh(np.stack(views).astype(np.float32) / 255.0)
+        left = (direct[list(LEFT_EYE)] + _mirror_x(mirrored[list(RIGHT_EYE)], MESH_SIDE)) / 2
+        right = (mirrored[list(LEFT_EYE)] + _mirror_x(direct[list(RIGHT_EYE)], MESH_SIDE)) / 2
         scale = side / MESH_SIDE
-        return left * scale, right * scale, float(probability.mean())
+        return left * scale, right * scale, (probability[0] + probability[1]) / 2
+
+    def read_left_eye(self, image: np.ndarray, contour: np.ndarray) -> EyeReading:
+        """The eye opening and iris of the eye on an image's left, given its face-mesh contour (16×2)."""
+        matrix = _patch_matrix(contour[OUTER], contour[INNER])
+        patch = cv2.warpAffine(image, matrix, (IRIS_SIDE, IRIS_SIDE), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        opening, iris = self._run_iris(patch)
+        inverse = cv2.invertAffineTransform(matrix)
+        # patch → image, continuous coordinates
+        opening, iris = ((points - 0.5) @ inverse[:, :2].T + inverse[:, 2] + 0.5 for points in (opening, iris))
+        return EyeReading(contour=opening, iris=iris)
 
     def read_eyes(self, crop: np.ndarray) -> tuple[EyeReading, EyeReading, float]:
-        """Both eyes of one uint8 RGB crop (left and right as seen in the crop) and the face probability."""
+        """Both eyes of one uint8 RGB crop and the face probability.
+
+        The left eye (as seen in the crop) is in the crop's pixels; the right eye in the pixels of
+        the mirrored crop ``crop[:, ::-1]``, where the iris model sees it as the left eye it was
+        trained on. Mirroring the crop therefore swaps the two readings exactly.
+        """
         left_contour, right_contour, probability = self.eye_contours(crop)
         image = crop.astype(np.float32) / 255.0
-        readings = []
-        for contour, mirrored in ((left_contour, False), (right_contour, True)):
-            # outer→inner on the left eye and inner→outer on the right both run left to right
-            a, b = (contour[OUTER], contour[INNER]) if not mirrored else (contour[INNER], contour[OUTER])
-            matrix = _patch_matrix(a, b)
-            patch = cv2.warpAffine(image, matrix, (IRIS_SIDE, IRIS_SIDE), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REPLICATE)
-            if mirrored:
-                patch = patch[:, ::-1]
-            opening, iris = self._run_iris(patch)
-            if mirrored:
-                opening, iris = _mirror_x(opening, IRIS_SIDE), _mirror_x(iris, IRIS_SIDE)
-            inverse = cv2.invertAffineTransform(matrix)
-            # patch → crop, continuous coordinates
-            opening, iris = ((points - 0.5) @ inverse[:, :2].T + inverse[:, 2] + 0.5 for points in (opening, iris))
-            readings.append(EyeReading(contour=opening, iris=iris))
-        return readings[0], readings[1], probability
+        left = self.read_left_eye(image, left_contour)
+        right = self.read_left_eye(np.ascontiguousarray(image[:, ::-1]), right_contour)
+        return left, right, float(probability)

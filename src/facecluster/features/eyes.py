@@ -46,8 +46,8 @@ GRID = 41  # samples per side of each eye's grid (odd: the centre sample sits on
 GRID_HALF_WIDTH = 1.6  # the grid spans ± this many mean iris radii
 RAYS = 32  # rays for the iris edge (a multiple of 4, so the set of angles is mirror-symmetric)
 EDGE_RANGE = (0.5, 1.6)  # the iris edge is looked for between these many radii from the centre
-MIN_EDGE_POINTS = 8
-MIN_EDGE_STEP = 0.02  # smallest luminance rise (0–1 scale) per ray sample taken as an iris edge
+MIN_EDGE_POINTS = 6
+MIN_EDGE_STEP = 0.01  # smallest luminance rise (0–1 scale) per ray sample taken as an iris edge
 MIN_VISIBLE_IRIS = 0.35  # share of the iris disk inside the eye opening; below it the eye is closed
 RADIUS_PER_EYE_WIDTH = (0.1, 0.5)  # plausible iris radius over the corner-to-corner eye width
 MIN_FACE_PROBABILITY = 0.5
@@ -154,7 +154,11 @@ def consistency_score(iou: float, colour_difference: float, residual: float, rad
 
 def pair_features(left: EyeMeasures, right: EyeMeasures, left_eye: EyeReading, right_eye: EyeReading,
                   face_probability: float) -> np.ndarray:
-    """The `COLUMNS` vector of one face from its two measured eyes."""
+    """The `COLUMNS` vector of one face from its two measured eyes, the right one measured in the mirrored crop.
+
+    The right eye's highlight mask and position are mirrored back before they are compared, and
+    every value is symmetric in the two eyes, so swapping them (mirroring the face) changes nothing.
+    """
     out = np.zeros(len(COLUMNS), dtype=np.float64)
     out[COLUMNS.index("face_probability")] = face_probability
     highlights = int(left.highlight.any()) + int(right.highlight.any())
@@ -164,13 +168,17 @@ def pair_features(left: EyeMeasures, right: EyeMeasures, left_eye: EyeReading, r
         return out
     iou = 0.0
     if highlights == 2:
-        iou = float((left.highlight & right.highlight).sum() / (left.highlight | right.highlight).sum())
-        out[COLUMNS.index("highlight_offset")] = float(np.linalg.norm(left.highlight_position - right.highlight_position))
+        right_mask = right.highlight[:, ::-1]  # back to the crop's orientation (the grid is mirror-symmetric)
+        iou = float((left.highlight & right_mask).sum() / (left.highlight | right_mask).sum())
+        right_position = right.highlight_position * [-1.0, 1.0]
+        # |a + b| rather than |a - (-b)|: the same floating-point result whichever eye comes first
+        gap = [left.highlight_position[0] + right.highlight_position[0], left.highlight_position[1] - right_position[1]]
+        out[COLUMNS.index("highlight_offset")] = float(np.hypot(abs(gap[0]), abs(gap[1])))
         areas = sorted([left.highlight.sum(), right.highlight.sum()])
         out[COLUMNS.index("highlight_area_ratio")] = areas[0] / areas[1]
     radii = sorted([left_eye.iris_radius, right_eye.iris_radius])
     residual = (left.boundary_residual + right.boundary_residual) / 2
-    colour_difference = float(np.linalg.norm(left.colour - right.colour))
+    colour_difference = float(np.sqrt(np.sum((left.colour - right.colour) ** 2)))
     out[COLUMNS.index("highlight_iou")] = iou
     out[COLUMNS.index("iris_boundary_residual")] = residual
     out[COLUMNS.index("iris_colour_difference")] = colour_difference
@@ -219,14 +227,16 @@ class EyeFeatures(HandcraftedFeatures):
 
     def _one(self, crop: np.ndarray, record: np.ndarray | None) -> np.ndarray:
         left_eye, right_eye, probability = self._landmarker.read_eyes(crop)
-        image = crop.astype(np.float32) / 255.0
-        grey = (luminance(crop) / 255.0).astype(np.float32)
         scale = (left_eye.iris_radius + right_eye.iris_radius) / 2
         if not (np.isfinite(scale) and scale > 0.5):  # a degenerate reading: nothing to measure
             out = np.zeros(len(COLUMNS))
             out[COLUMNS.index("face_probability")] = probability
             out[COLUMNS.index("physical_consistency")] = NO_READING_SCORE
-            return out
+            return np.nan_to_num(out)
+        image = crop.astype(np.float32) / 255.0
+        grey = (luminance(crop) / 255.0).astype(np.float32)
         left = EyeMeasures(image, grey, left_eye, scale)
-        right = EyeMeasures(image, grey, right_eye, scale)
-        return np.nan_to_num(pair_features(left, right, left_eye, right_eye, probability), nan=0.0, posinf=0.0, neginf=0.0)
+        # the right eye was read in the mirrored crop (see EyeLandmarker.read_eyes): measure it there
+        right = EyeMeasures(np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(grey[:, ::-1]), right_eye, scale)
+        features = pair_features(left, right, left_eye, right_eye, probability)
+        return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
