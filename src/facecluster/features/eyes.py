@@ -51,6 +51,7 @@ MIN_EDGE_STEP = 0.01  # smallest luminance rise (0–1 scale) per ray sample tak
 MIN_VISIBLE_IRIS = 0.35  # share of the iris disk inside the eye opening; below it the eye is closed
 RADIUS_PER_EYE_WIDTH = (0.1, 0.5)  # plausible iris radius over the corner-to-corner eye width
 MIN_FACE_PROBABILITY = 0.5
+HIGHLIGHT_RADIUS = 0.85  # highlights are looked for this far out (iris radii): further out, the disk meets the sclera
 HIGHLIGHT_CONTRAST = 0.12  # a highlight is at least this much brighter (0–1) than the iris' median
 COLOUR_SCALE = 10.0  # ΔE at which the colour agreement falls to 1/e
 RESIDUAL_SCALE = 0.1  # boundary residual (radii) at which the shape agreement falls to 1/e
@@ -122,10 +123,11 @@ class EyeMeasures:
         self.visible_iris = float(iris.sum() / max((distance <= 1.0).sum(), 1))
         values = sample(grey, xs, ys)
         self.highlight = np.zeros_like(iris)
-        if iris.any():
+        cornea = iris & (distance <= HIGHLIGHT_RADIUS)
+        if cornea.any():
             median = float(np.median(values[iris]))
-            threshold = median + max(HIGHLIGHT_CONTRAST, 0.5 * (float(values[iris].max()) - median))
-            self.highlight = iris & (values >= threshold)
+            threshold = median + max(HIGHLIGHT_CONTRAST, 0.5 * (float(values[cornea].max()) - median))
+            self.highlight = cornea & (values >= threshold)
         self.highlight_position = (np.array([xs[self.highlight].mean() - eye.iris_centre[0],
                                              ys[self.highlight].mean() - eye.iris_centre[1]]) / scale
                                    if self.highlight.any() else None)
@@ -208,7 +210,7 @@ class EyeFeatures(HandcraftedFeatures):
         return {"models": {"face_landmark": MODEL_SHA256["face_landmark.tflite"][:16],
                            "iris_landmark": MODEL_SHA256["iris_landmark.tflite"][:16]},
                 "grid": GRID, "grid_half_width": GRID_HALF_WIDTH, "rays": RAYS,
-                "highlight_contrast": HIGHLIGHT_CONTRAST, "min_visible_iris": MIN_VISIBLE_IRIS}
+                "highlight_contrast": HIGHLIGHT_CONTRAST, "highlight_radius": HIGHLIGHT_RADIUS, "min_visible_iris": MIN_VISIBLE_IRIS}
 
     @property
     def dim(self) -> int:
