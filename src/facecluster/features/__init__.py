@@ -7,8 +7,8 @@ feature cache; ``describe()`` is what results.json records about it; ``dim`` is 
 
 Families: ``facenet`` (the study's 512-d identity embedding), ``facenet-bottleneck`` (its
 1792-d layer before the projection), ``facenet-vggface2`` (the study's exact checkpoint, from
-a weights file the user supplies), ``spectrum``, ``dct``, ``noise``, ``geometry`` and ``dlib``
-(optional extra). Names joined by ``+`` concatenate families (see `combine`).
+a weights file the user supplies), ``spectrum``, ``dct``, ``noise``, ``geometry``, ``eyes`` (eye physiology, from MediaPipe's face
+mesh and iris models shipped in the package) and ``dlib`` (optional extra). Names joined by ``+`` concatenate families (see `combine`).
 """
 
 from __future__ import annotations
@@ -77,6 +77,12 @@ def _geometry(config: FeaturesConfig) -> Extractor:
     return GeometryFeatures()
 
 
+def _eyes(config: FeaturesConfig) -> Extractor:
+    from facecluster.features.eyes import EyeFeatures
+
+    return EyeFeatures()
+
+
 def _dlib(config: FeaturesConfig) -> Extractor:
     from facecluster.features.dlib_resnet import DlibFeatures
 
@@ -91,6 +97,7 @@ EXTRACTORS: dict[str, Callable[[FeaturesConfig], Extractor]] = {
     "dct": _dct,
     "noise": _noise,
     "geometry": _geometry,
+    "eyes": _eyes,
     "dlib": _dlib,
 }
 
@@ -110,6 +117,7 @@ CUES: dict[str, str] = {
     "dct": "generator-artifact",
     "noise": "generator-artifact",
     "geometry": "generation-pipeline",
+    "eyes": "physiological",
 }
 
 

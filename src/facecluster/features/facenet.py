@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from facecluster.features.facenet_model import (
@@ -73,5 +74,17 @@ class FaceNetFeatures:
         return info
 
     def transform(self, crops: np.ndarray, records: np.ndarray) -> np.ndarray:
-        """Embed face crops (N×160×160×3 uint8 RGB) into N×512 (or N×1792) float32."""
+        """Embed face crops (N×S×S×3 uint8 RGB) into N×512 (or N×1792) float32.
+
+        Crops of another side than 160 are resized to it first (area averaging when shrinking), so
+        FaceNet can be combined with families that want larger crops (``facenet+eyes`` at 256 px).
+        The features are cached per face settings, crop size included, so this changes no stored vector.
+        """
+        crops = np.asarray(crops)
+        if crops.ndim == 4 and crops.shape[1:3] != (self.input_size, self.input_size):
+            shrinking = crops.shape[1] > self.input_size
+            interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+            crops = np.stack([cv2.resize(np.ascontiguousarray(crop), (self.input_size, self.input_size),
+                                         interpolation=interpolation) for crop in crops]) if len(crops) else \
+                np.empty((0, self.input_size, self.input_size, 3), dtype=crops.dtype)
         return self.embedder.embed(crops)
