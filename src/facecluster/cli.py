@@ -320,7 +320,11 @@ def name(
 def _print_run(results: dict, out: Path, seconds: float) -> None:
     _print_counts(results)
     _print_issues(results)
-    out_console.print(score_table(results))
+    if any(m.get("scores") for m in results["methods"].values()):
+        out_console.print(score_table(results))
+    else:
+        _say(f"no scores: {results['scoring'].get('why_no_scores', 'no method could be scored')}; "
+             "the clusters, montages and report are written")
     computed = results["timings"]["computed"]
     features = results["features"]
     model = (f" checkpoint {features['checkpoint']} (the study used {features['study_checkpoint']})"

@@ -203,3 +203,33 @@ def test_synthetic_score_orders_by_fake_cluster_density_and_calibrates():
     assert np.isnan(density.log_odds(np.array([[np.nan, 0.0]]), [1])[0])
     assert probability(density.log_odds(X[:3], [0, 1]), None).tolist() == [1.0, 1.0, 1.0]  # all named fake
     assert rank_of(np.array([0.2, np.nan, 0.9, 0.2])).tolist() == [2, 0, 1, 3]
+
+
+def test_the_fit_score_and_run_commands_end_to_end(tmp_path, tiny_extractor, monkeypatch):
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("COLUMNS", "200")
+    data = make_dataset(tmp_path / "data", {"train": {"real": 8, "fake": 8}, "valid": {"real": 4, "fake": 4}})
+    truth = _flatten(data / "valid", tmp_path / "flat")
+    settings = tmp_path / "tiny.toml"
+    settings.write_text('[faces]\ndetector = "none"\n[features]\nextractor = "tiny"\n'
+                        '[reduce]\nstandardize = true\nn_components = 2\n'
+                        '[methods.kmeans]\nalgorithm = "kmeans"\nparams = { n_clusters = 2 }\n')
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--workers", "0", "-q"]
+    fitted = CliRunner().invoke(app, ["fit", str(data), "--out", str(tmp_path / "model"), "--config", str(settings),
+                                      *cache])
+    assert fitted.exit_code == 0, fitted.output
+    assert "model:" in fitted.output and (tmp_path / "model" / "model" / "manifest.json").is_file()
+    scored = CliRunner().invoke(app, ["score", str(tmp_path / "flat"), "--model", str(tmp_path / "model"),
+                                      "--out", str(tmp_path / "scored"), *cache])
+    assert scored.exit_code == 0, scored.output
+    assert f"scored {len(truth)} of {len(truth)} images" in scored.output
+    table = pd.read_csv(tmp_path / "scored" / "scores.csv")
+    assert sorted(table["path"]) == sorted(truth) and table["score"].notna().all()
+    unlabelled = CliRunner().invoke(app, ["run", str(tmp_path / "flat"), "--out", str(tmp_path / "run"),
+                                          "--config", str(settings), *cache])
+    assert unlabelled.exit_code == 0, unlabelled.output
+    assert "no scores: the clusters are not named" in unlabelled.output
+    missing = CliRunner().invoke(app, ["score", str(tmp_path / "flat"), "--model", str(tmp_path / "flat"),
+                                       "--out", str(tmp_path / "x"), *cache])
+    assert missing.exit_code == 2 and "no saved model here" in missing.output
