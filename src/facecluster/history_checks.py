@@ -74,9 +74,12 @@ def probe_label_checks(probes: dict[str, np.ndarray], labels: np.ndarray, splits
         values = probes[probe]
         distribution = {split: {label: _describe(values[(splits == split) & (labels == label)]) for label in LABELS}
                         for split in present}
-        per_split = {split: _round(auc(values[splits == split], fake[splits == split])[0]) for split in present}
         overall, p_value = auc(values, fake)
         folded, direction = _folded(overall)
+        per_split = {}
+        for split in present:  # in the overall direction, so a split that turns the other way shows below 0.5
+            value = auc(values[splits == split], fake[splits == split])[0]
+            per_split[split] = _round(None if value is None else (value if direction == "higher" else 1 - value))
         name = PROBE_NAMES[probe]
         flag = bool(folded is not None and folded >= LABEL_AUC and p_value <= P_VALUE)
         if folded is None:

@@ -143,3 +143,12 @@ def test_the_audit_flags_history_that_differs_by_label_and_clusters_that_follow_
     assert "confounded" in follow["message"]
     assert result["history"]["n_probed"] == 40
     json.dumps(result)  # audit.json and results.json hold it
+
+
+def test_a_probe_that_differs_by_label_is_flagged_with_its_auc_per_split_in_one_direction():
+    probes, labels, splits, _ = _synthetic_probes()
+    probes["double_jpeg_strength"] = np.where(labels == "real", 0.4, 0.0) + np.random.default_rng(1).normal(0, 0.1, 200)
+    check = {c["probe"]: c for c in probe_label_checks(probes, labels, splits)}["double_jpeg_strength"]
+    assert check["flag"] and check["direction"] == "lower" and check["auc"] > 0.95
+    assert all(value > 0.95 for value in check["auc_by_split"].values())
+    assert check["distribution"]["train"]["real"]["median"] > check["distribution"]["train"]["fake"]["median"]
