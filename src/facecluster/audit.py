@@ -10,7 +10,10 @@ Checks, each with a one-line verdict (``flag`` true when it looks like a shortcu
 * **framing**: a logistic regression on 32×32 grey thumbnails of the whole frame;
 * **alignment** (needs a second extraction, so only in ``facecluster audit``): the run's
   feature and clusterers on box crops and on 5-point aligned crops; a warning when most of
-  the separation disappears once faces are aligned identically.
+  the separation disappears once faces are aligned identically;
+* **processing history** (`facecluster.history`, `facecluster.history_checks`): per-file
+  probes of earlier JPEG grids, resampling and double compression; whether each separates
+  the labels, and whether each clustering (the run's, or the alignment check's) follows them.
 
 A classifier "separates" the classes when its cross-validated balanced accuracy is at least
 `FLAG_BALANCED_ACCURACY` and its out-of-fold predictions are associated with the labels at
@@ -31,6 +34,8 @@ from scipy.stats import fisher_exact
 
 from facecluster.config import LABELS, Config
 from facecluster.dataset import DEFAULT_LABEL_NAMES, SPLIT_NAMES, Dataset, Sample
+from facecluster.evaluate import apply_mapping
+from facecluster.history_checks import history_checks
 from facecluster.imagemeta import ImageMeta, read_meta
 
 log = logging.getLogger(__name__)
@@ -249,8 +254,26 @@ def read_metadata(dataset: Dataset, config: Config, rows: np.ndarray) -> list[Im
         return list(pool.map(one, rows.tolist()))
 
 
-def alignment_check(dataset: Dataset, config: Config, engine, store, progress: bool = False) -> dict:
-    """The run's feature, reducer and clusterers on box crops and on aligned crops; the verdict."""
+def named_clusterings(model, clusters: dict[str, np.ndarray], prefix: str = "") -> dict[str, dict]:
+    """Each fitted method's cluster per dataset row and the label its clusters are named (None where none)."""
+    out = {}
+    for name, assigned in clusters.items():
+        if name not in model.mappings_:
+            continue
+        mapping = model.mappings_[name]
+        named = np.full(len(assigned), None, dtype=object)
+        has = assigned >= 0
+        named[has] = apply_mapping(assigned[has], mapping["mapping"], mapping["default"])
+        out[prefix + name] = {"clusters": np.asarray(assigned), "named": named}
+    return out
+
+
+def alignment_check(dataset: Dataset, config: Config, engine, store, progress: bool = False,
+                    clusterings: dict | None = None) -> dict:
+    """The run's feature, reducer and clusterers on box crops and on aligned crops; the verdict.
+
+    Each crop's fitted clusterings are added to ``clusterings`` (``box/<method>``, ``aligned/<method>``).
+    """
     from facecluster.features import make_extractor
     from facecluster.model import fit_and_evaluate
     from facecluster.supervised import supervised_ceiling
@@ -267,11 +290,13 @@ def alignment_check(dataset: Dataset, config: Config, engine, store, progress: b
     for crop, faces_config in faces.items():
         extractor = make_extractor(config.features)
         extraction = engine.extract(dataset.samples, faces_config, extractor, store, progress=progress)
-        _, evaluation = fit_and_evaluate(extraction.features, extraction.status, labels, splits,
+        model, evaluation = fit_and_evaluate(extraction.features, extraction.status, labels, splits,
                                              reduce=config.reduce, methods=config.methods, seed=config.seed,
                                              naming=config.evaluation.naming,
                                              blocks=getattr(extractor, "blocks", None), n_resamples=0)
         usable = evaluation["usable"]
+        if clusterings is not None:
+            clusterings.update(named_clusterings(model, evaluation["clusters"], prefix=f"{crop}/"))
         scores[crop] = {name: result["scores"].get(scored, {}).get("balanced_accuracy")
                         for name, result in evaluation["methods"].items()}
         ceiling = supervised_ceiling(extraction.features, labels, splits, usable, models=("logistic_regression",),
@@ -310,9 +335,12 @@ def per_label_summary(metas: list[ImageMeta], labels: np.ndarray) -> dict[str, d
 
 
 def audit(dataset: Dataset, config: Config, engine=None, store=None, alignment: bool = False,
-          progress: bool = False) -> dict:
+          progress: bool = False, clusterings: dict[str, dict] | None = None) -> dict:
     """Run every check on ``dataset``; return the audit (``audit.json``, and ``results.json``'s ``audit``).
 
+    ``clusterings`` maps a name to ``{"clusters": int per dataset row (-1 none), "named": label
+    per row}`` (see `named_clusterings`); the history check says how much each follows the
+    processing-history probes. The alignment check's own clusterings are added to them.
     The alignment check runs only with ``alignment=True`` and an engine and store. The
     classifiers run with one BLAS thread: on a busy machine, thread pools oversubscribe the
     cores (the thumbnail regression ran 40× slower).
@@ -320,10 +348,11 @@ def audit(dataset: Dataset, config: Config, engine=None, store=None, alignment: 
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        return _audit(dataset, config, engine, store, alignment, progress)
+        return _audit(dataset, config, engine, store, alignment, progress, dict(clusterings or {}))
 
 
-def _audit(dataset: Dataset, config: Config, engine, store, alignment: bool, progress: bool) -> dict:
+def _audit(dataset: Dataset, config: Config, engine, store, alignment: bool, progress: bool,
+           clusterings: dict[str, dict]) -> dict:
     rows = _sample_rows(dataset, config.audit.max_images_per_label, config.seed)
     metas = read_metadata(dataset, config, rows)
     readable = np.array([m.error is None for m in metas], dtype=bool)  # bool even when no image is labelled
@@ -347,7 +376,9 @@ def _audit(dataset: Dataset, config: Config, engine, store, alignment: bool, pro
     checks += name_checks(names, [m.name_words for m in kept], y, config.seed)
     checks.append(thumbnail_check(np.stack([m.thumbnail for m in kept]), y, config.seed))
     if alignment and engine is not None and store is not None:
-        checks.append(alignment_check(dataset, config, engine, store, progress))
+        checks.append(alignment_check(dataset, config, engine, store, progress, clusterings))
+    found, out["history"] = history_checks(dataset, rows[readable], clusterings)
+    checks += found
     out["checks"] = checks
     out["flags"] = [c["message"] for c in checks if c["flag"]]
     return out

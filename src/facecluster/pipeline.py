@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecluster.audit import audit as audit_dataset
+from facecluster.audit import audit as audit_dataset, named_clusterings
 from facecluster.config import Config, dump_config
 from facecluster.dataset import Dataset, DatasetError, discover
 from facecluster.engines import Engine, Extraction
@@ -197,7 +197,9 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "methods": methods,
         "supervised": (supervised_ceiling(extraction.features, labels, splits, usable & labelled, seed=config.seed)
                        if config.evaluation.supervised else {}),
-        "audit": audit_dataset(dataset, config) if config.audit.enabled else None,
+        # The audit sees the run's clusters, to say how much each follows the files' processing history.
+        "audit": (audit_dataset(dataset, config, clusterings=named_clusterings(model, assignments))
+                  if config.audit.enabled else None),
         "problems": problems,
         "skipped": dataset.skipped,
         "warnings": dataset.warnings,

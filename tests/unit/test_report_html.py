@@ -211,3 +211,23 @@ def test_results_image_entries_carry_the_landmarks_of_a_found_face():
     assert entries[0]["face"]["landmarks"] == [[36.0, 40.0], [60.0, 38.0], [48.0, 52.0], [39.0, 66.0], [58.0, 65.0]]
     assert entries[0]["face"]["box"] == [20.0, 16.0, 56.0, 64.0]
     assert "face" not in entries[1]
+
+
+def test_the_report_says_when_the_clusters_follow_processing_history(tmp_path):
+    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    results = json.loads((run / "results.json").read_text())
+    follows = ("birch: these clusters follow processing history (earlier-JPEG-grid probe AUC 0.91 on train "
+               "(naming), valid 0.90, within labels 0.85)")
+    results["audit"] = {
+        "checks": [{"check": "framing:thumbnails", "flag": False, "message": "framing: no separation"},
+                   {"check": "history:clusters:birch", "flag": True, "message": follows}],
+        "history": {"note": "probes measure processing history (earlier JPEG, resampling), not realness",
+                    "clusterings": [{"clustering": "birch", "flag": True, "message": follows}]}}
+    (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    html = build_report(run)
+    audit = html[html.index('id="audit"'):html.index('id="problems"')]
+    assert "Processing history" in audit and follows in audit and "FLAG" in audit
+    assert "framing: no separation" in audit
+    del results["audit"]
+    (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    assert "No audit in this run" in build_report(run)

@@ -136,6 +136,18 @@ def _config_text(run_dir: Path, results: dict) -> str:
         return json.dumps(results.get("provenance", {}).get("config", {}), indent=2)
 
 
+def audit_context(audit: dict | None) -> dict | None:
+    """The audit's lines for the page: the history verdicts per clustering first, then every check, flags first."""
+    if not audit:
+        return None
+    checks = sorted(audit.get("checks", []), key=lambda c: not c.get("flag"))
+    history = audit.get("history") or {}
+    following = [{"flag": bool(c.get("flag")), "message": c.get("message", "")}
+                 for c in history.get("clusterings", [])]
+    return {"checks": [{"flag": bool(c.get("flag")), "message": c.get("message", "")} for c in checks],
+            "history": following or None, "note": history.get("note", "")}
+
+
 def report_context(run_dir: Path, results: dict, thumbs: list[str | None], notes: list[str]) -> dict:
     """Everything the template shows, as plain values (the template escapes them)."""
     counts = results["dataset"].get("counts", {})
@@ -163,6 +175,7 @@ def report_context(run_dir: Path, results: dict, thumbs: list[str | None], notes
         "no_face": [{**entry, "thumb": thumbs[i]} for i, entry in enumerate(images) if entry.get("status") == NO_FACE],
         "failed": results.get("problems", []),
         "config_text": _config_text(run_dir, results),
+        "audit": audit_context(results.get("audit")),
         "versions": results.get("provenance", {}).get("versions", {}),
         "thumbnail_size": THUMBNAIL_SIZE,
     }
