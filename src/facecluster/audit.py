@@ -260,11 +260,7 @@ def named_clusterings(model, clusters: dict[str, np.ndarray], prefix: str = "") 
     for name, assigned in clusters.items():
         if name not in model.mappings_:
             continue
-        mapping = model.mappings_[name]
-        named = np.full(len(assigned), None, dtype=object)
-        has = assigned >= 0
-        named[has] = apply_mapping(assigned[has], mapping["mapping"], mapping["default"])
-        out[prefix + name] = {"clusters": np.asarray(assigned), "named": named}
+        out[prefix + name] = {"clusters": np.asarray(assigned), "named": model.names_of(assigned, name)}
     return out
 
 
