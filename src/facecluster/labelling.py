@@ -91,23 +91,34 @@ def doubt(clusterings: list[np.ndarray], certainty: np.ndarray | None = None, n_
     return np.mean(terms, axis=0)
 
 
-def choose_rows_to_label(X: np.ndarray, clusterings: list[np.ndarray], k: int,
-                         certainty: np.ndarray | None = None, n_clusters: int | None = None) -> np.ndarray:
-    """The k rows of ``X`` to show a person, in the order to ask: medoids first, then the most doubtful.
+STRATEGIES = ("doubtful", "typical")
 
-    Deterministic (no randomness). ``clusterings[0]`` is the primary
-    clustering, whose medoids come first and whose clusters take turns giving doubtful points,
-    so every cluster gets labels. ``X`` is the space the primary clustering was fitted in.
+
+def choose_rows_to_label(X: np.ndarray, clusterings: list[np.ndarray], k: int,
+                         certainty: np.ndarray | None = None, n_clusters: int | None = None,
+                         then: str = "doubtful", seed: int = 0) -> np.ndarray:
+    """The k rows of ``X`` to show a person, in the order to ask: medoids first, then ``then``.
+
+    ``then = "doubtful"``: the points the tool is least sure about (`doubt`), the primary
+    clusters taking turns so every cluster gets labels. ``then = "typical"``: the medoids of
+    k cells of a k-means partition of ``X`` (largest cell first), so the answers cover the
+    data as a stratified sample would (TypiClust's idea, Hacohen et al. 2022: with few labels,
+    typical points beat uncertain ones). Deterministic for a given ``seed``.
+    ``clusterings[0]`` is the primary clustering; ``X`` is the space it was fitted in.
 
     Raises
     ------
     ValueError
-        When k exceeds the number of rows, or is negative.
+        When k exceeds the number of rows, or is negative, or ``then`` is unknown.
     """
     if not 0 <= k <= len(X):
         raise ValueError(f"cannot choose {k} rows to label out of {len(X)}")
+    if then not in STRATEGIES:
+        raise ValueError(f"unknown labelling strategy {then!r}; choose one of {list(STRATEGIES)}")
     primary = np.asarray(clusterings[0])
     chosen = list(medoid_rows(X, primary))[:k]
+    if then == "typical":
+        return _typical(X, k, chosen, seed)
     score = doubt(clusterings, certainty, n_clusters)
     taken = np.zeros(len(X), dtype=bool)
     taken[chosen] = True
@@ -127,6 +138,36 @@ def choose_rows_to_label(X: np.ndarray, clusterings: list[np.ndarray], k: int,
                 taken[queue[0]] = True
                 chosen.append(queue.pop(0))
     return np.array(chosen, dtype=int)
+
+
+def _typical(X: np.ndarray, k: int, chosen: list[int], seed: int) -> np.ndarray:
+    """``chosen``, then the medoids of a k-cell k-means partition of X (largest cell first) up to k rows."""
+    from sklearn.cluster import KMeans
+
+    if len(chosen) < k:
+        cells = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(X).labels_
+        for row in medoid_rows(X, cells):
+            if len(chosen) == k:
+                break
+            if row not in chosen:
+                chosen.append(int(row))
+        rest = [row for row in np.argsort(centre_margin(X, cells), kind="stable") if row not in chosen]
+        chosen.extend(rest[:k - len(chosen)])  # only when two cells share a medoid row (duplicate points)
+    return np.array(chosen, dtype=int)
+
+
+def spread_to_nearest(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Every row's label: its own if labelled, else its nearest labelled row's (in ``X``).
+
+    Naming clusters from the spread vector weighs each answer by the region it stands for,
+    so a few typical answers count like a stratified sample, not like k equal votes.
+    """
+    labels = np.asarray(labels, dtype=object)
+    known = np.flatnonzero(labelled_rows(labels))
+    if len(known) == 0:
+        raise ValueError("no labelled rows to spread (every label is None)")
+    distances = np.stack([np.linalg.norm(X - X[row], axis=1) for row in known], axis=1)
+    return labels[known][distances.argmin(axis=1)]
 
 
 def centre_margin(X: np.ndarray, clusters: np.ndarray) -> np.ndarray:
@@ -167,33 +208,59 @@ def propagate(clusters: np.ndarray, labels: np.ndarray, naming: str = "majority"
     return apply_mapping(clusters, mapping, default)
 
 
-def leave_one_out_score(clusters: np.ndarray, labels: np.ndarray, naming: str = "majority") -> float | None:
-    """Balanced accuracy over the labelled rows, each predicted by the naming learnt from the others.
+def _left_out(labels: np.ndarray, spread_in: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
+    """Per labelled row: the label vector without it (spread to the nearest remaining labels with ``spread_in``)."""
+    labels = np.asarray(labels, dtype=object)
+    known = np.flatnonzero(labelled_rows(labels))
+    distances = None
+    if spread_in is not None:
+        distances = np.stack([np.linalg.norm(spread_in - spread_in[row], axis=1) for row in known], axis=1)
+    out = []
+    for position, row in enumerate(known):
+        others = labels.copy()
+        others[row] = None
+        if distances is not None:
+            kept = np.delete(np.arange(len(known)), position)
+            others = labels[known[kept]][distances[:, kept].argmin(axis=1)]
+        out.append((int(row), others))
+    return out
 
-    None when fewer than two rows, or a single class, are labelled.
-    """
+
+def _score_left_out(clusters: np.ndarray, labels: np.ndarray, left_out, naming: str) -> float | None:
     from sklearn.metrics import balanced_accuracy_score
 
-    rows = np.flatnonzero(labelled_rows(labels))
-    truth = np.asarray(labels, dtype=object)[rows]
-    if len(rows) < 2 or len(set(truth)) < 2:
+    truth = np.array([labels[row] for row, _ in left_out], dtype=object)
+    if len(truth) < 2 or len(set(truth)) < 2:
         return None
     predicted = []
-    for row in rows:
-        others = np.asarray(labels, dtype=object).copy()
-        others[row] = None
+    for row, others in left_out:
         mapping, default = name_from_labels(clusters, others, naming)
         predicted.append(mapping.get(int(clusters[row]), default))
     return float(balanced_accuracy_score(truth.astype(str), np.asarray(predicted).astype(str)))
 
 
-def choose_clustering(candidates: dict[str, np.ndarray], labels: np.ndarray,
-                      naming: str = "majority") -> tuple[str, dict[str, float | None]]:
+def leave_one_out_score(clusters: np.ndarray, labels: np.ndarray, naming: str = "majority",
+                        spread_in: np.ndarray | None = None) -> float | None:
+    """Balanced accuracy over the labelled rows, each predicted by the naming learnt from the others.
+
+    With ``spread_in`` (features), the other labels are spread to their nearest rows first
+    (`spread_to_nearest`). None when fewer than two rows, or a single class, are labelled.
+    """
+    labels = np.asarray(labels, dtype=object)
+    if labelled_rows(labels).sum() < 2:
+        return None
+    return _score_left_out(clusters, labels, _left_out(labels, spread_in), naming)
+
+
+def choose_clustering(candidates: dict[str, np.ndarray], labels: np.ndarray, naming: str = "majority",
+                      spread_in: np.ndarray | None = None) -> tuple[str, dict[str, float | None]]:
     """The candidate clustering whose naming predicts the labelled rows best, left out one at a time.
 
     Ties (and no score at all) go to the earliest candidate, so list the simplest first.
     """
-    scores = {name: leave_one_out_score(clusters, labels, naming) for name, clusters in candidates.items()}
+    labels = np.asarray(labels, dtype=object)
+    left_out = _left_out(labels, spread_in) if labelled_rows(labels).sum() >= 2 else []
+    scores = {name: _score_left_out(clusters, labels, left_out, naming) for name, clusters in candidates.items()}
     best = max(candidates, key=lambda name: (scores[name] if scores[name] is not None else -1.0,
                                              -list(candidates).index(name)))
     return best, scores

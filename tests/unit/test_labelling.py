@@ -147,3 +147,28 @@ def test_refine_refuses_bad_parameters_and_too_few_points():
         check_method("r", "refine", {"init": "dbscan"})
     with pytest.raises(ValueError, match="at least 6 points"):
         make_clusterer("refine", {"n_clusters": 3}).fit(np.zeros((5, 2)))
+
+
+def test_typical_rows_are_distinct_deterministic_and_cover_every_region():
+    rng = np.random.default_rng(5)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10], [20, 20], [30, 0], [0, 30], [30, 30]], dtype=float)
+    X = np.repeat(centres, 40, axis=0) + rng.normal(0, 0.5, (320, 2))
+    primary = (X[:, 0] > 15).astype(int)
+    rows = choose_rows_to_label(X, [primary], 10, then="typical")
+    np.testing.assert_array_equal(rows, choose_rows_to_label(X, [primary], 10, then="typical"))
+    assert len(set(rows.tolist())) == 10 and set(rows[:2]) == set(medoid_rows(X, primary))
+    assert set(np.arange(320)[rows] // 40) == set(range(8))  # one answer at least from each of the 8 blobs
+    with pytest.raises(ValueError, match="strategy"):
+        choose_rows_to_label(X, [primary], 4, then="clever")
+
+
+def test_spread_gives_each_row_its_nearest_answer():
+    from facecluster.labelling import spread_to_nearest
+
+    X = np.array([[0.0], [1.0], [2.0], [9.0], [10.0]])
+    labels = np.array(["real", None, None, None, "fake"], dtype=object)
+    assert spread_to_nearest(X, labels).tolist() == ["real", "real", "real", "fake", "fake"]
+    # Spreading inside the leave-one-out: each held-out answer is predicted from the others' regions.
+    clusters = np.array([0, 0, 0, 1, 1])
+    two = np.array(["real", None, None, "fake", "fake"], dtype=object)
+    assert leave_one_out_score(clusters, two, spread_in=X) == leave_one_out_score(clusters, two)
