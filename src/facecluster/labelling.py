@@ -1,18 +1,23 @@
 """Labels spent wisely: which k train images to show a person, and the clusters named from their answers.
 
-The clusters are fitted without labels; a person then labels k train images the tool picks:
+The clusters are fitted without labels; a person then labels k train images the tool picks,
+first the **medoid** of each cluster of the primary clustering (largest cluster first: one
+answer names a clean cluster), then either
 
-1. the **medoid** of each cluster of the primary clustering (largest cluster first): one
-   answer names a clean cluster;
-2. then the points the tool is least sure about, in turn from each primary cluster: where
-   the candidate clusterings **disagree** (the point's clusters under two clusterings share
-   few members) and where the refinement's classifier is **least certain**.
+- ``"typical"`` (the default): the medoids of a k-cell k-means partition of the train
+  features, so the answers cover the data like a stratified sample; or
+- ``"doubtful"``: the points the tool is least sure about, in turn from each primary cluster:
+  where the candidate clusterings **disagree** (a point's clusters under two clusterings share
+  few members) and where the refinement's classifier is **least certain**.
+
+``"typical"`` is the default because it named clusters better on the train rows nobody
+labelled, on every set of benchmarks/labels.py (docs/labels.md): answers at the boundary are
+a biased sample of a cluster, and naming from them inverted clusters on faces-ffhq.
 
 `name_from_labels` names the clusters from those k labels only (the naming rules of
 `facecluster.evaluate` ignore unlabelled rows, marked ``None``) and every other point takes
 its cluster's name. `choose_clustering` picks, among candidate clusterings, the one whose
-naming predicts the labelled points best when each is left out: the disagreement points are
-where candidates differ, so they are what tells candidates apart. `random_rows` is the
+naming predicts the labelled points best when each is left out. `random_rows` is the
 baseline: k train images drawn at random.
 """
 
@@ -96,7 +101,7 @@ STRATEGIES = ("doubtful", "typical")
 
 def choose_rows_to_label(X: np.ndarray, clusterings: list[np.ndarray], k: int,
                          certainty: np.ndarray | None = None, n_clusters: int | None = None,
-                         then: str = "doubtful", seed: int = 0) -> np.ndarray:
+                         then: str = "typical", seed: int = 0) -> np.ndarray:
     """The k rows of ``X`` to show a person, in the order to ask: medoids first, then ``then``.
 
     ``then = "doubtful"``: the points the tool is least sure about (`doubt`), the primary

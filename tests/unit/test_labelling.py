@@ -29,17 +29,19 @@ def two_blobs(seed=0, n=150, shift=3.0, dim=4):
 
 # -- choosing what to label -------------------------------------------------------------------
 
-def test_chosen_rows_are_k_distinct_rows_deterministic_with_the_medoids_first():
+def test_chosen_rows_are_k_distinct_train_rows_deterministic_with_the_medoids_first():
     X, _ = two_blobs()
     kmeans = make_clusterer("kmeans", {"n_clusters": 2}).fit(X).labels_
     refine = make_clusterer("refine", {"n_clusters": 2}).fit(X)
     certainty = refine.predict_proba(X).max(axis=1)
     for k in (0, 1, 2, 8, 33, len(X)):
-        rows = choose_rows_to_label(X, [refine.labels_, kmeans], k, certainty, n_clusters=2)
-        again = choose_rows_to_label(X.copy(), [refine.labels_.copy(), kmeans.copy()], k, certainty.copy(), 2)
-        np.testing.assert_array_equal(rows, again)
-        assert len(rows) == k == len(set(rows.tolist())) and (rows >= 0).all() and (rows < len(X)).all()
-    rows = choose_rows_to_label(X, [refine.labels_, kmeans], 8, certainty, n_clusters=2)
+        for then in ("typical", "doubtful"):
+            rows = choose_rows_to_label(X, [refine.labels_, kmeans], k, certainty, n_clusters=2, then=then)
+            again = choose_rows_to_label(X.copy(), [refine.labels_.copy(), kmeans.copy()], k, certainty.copy(), 2,
+                                         then=then)
+            np.testing.assert_array_equal(rows, again)
+            assert len(rows) == k == len(set(rows.tolist())) and (rows >= 0).all() and (rows < len(X)).all()
+    rows = choose_rows_to_label(X, [refine.labels_, kmeans], 8, certainty, n_clusters=2, then="doubtful")
     assert set(rows[:2]) == set(medoid_rows(X, refine.labels_))
     # After the medoids, the clusters take turns: each primary cluster gets half of the rest.
     assert sorted(np.bincount(refine.labels_[rows[2:]]).tolist()) == [3, 3]
