@@ -195,6 +195,46 @@ def train_choice(results: dict) -> str:
 def print_tables(results: dict) -> None:
     """The label-efficiency curve per set, then every candidate clustering named from all train labels."""
     chosen = train_choice(results)
+    rows = []
+    for name, result in results.items():
+        rows.append([name, "all train", f"{result['all_train_labels']['valid']:.3f}", "", "", "", "", "",
+                     result["all_train_labels"]["candidate"]])
+        for point in result["curve"]:
+            cells = [f"{point[v]['valid']:.3f} ({point[v]['train_unlabelled']:.3f})" for v in VARIANTS]
+            for variant in ("random", "random+spread"):
+                valid = [r["valid"] for r in point[variant]]
+                train = np.mean([r["train_unlabelled"] for r in point[variant]])
+                cells.append(f"{np.mean(valid):.3f} ({train:.3f}) [{min(valid):.3f}–{max(valid):.3f}]")
+            rows.append([name, point["k"], *cells, point[chosen]["candidate"]])
+        rows.append([name, "supervised (all train)", f"{result['supervised_logistic_regression_valid']:.3f}",
+                     "", "", "", "", "", "logistic regression"])
+    print(f"valid balanced accuracy (train balanced accuracy on the unlabelled train rows); random: mean over "
+          f"seeds (mean) [range]; chosen by train over all sets: {chosen}")
+    print_table(["set", "labels", *VARIANTS, "random", "random+spread", f"clustering chosen ({chosen})"], rows)
+    print()
+    names = list(next(iter(results.values()))["candidates"])
+    print_table(["candidate", *[f"{s}: train cv / valid" for s in results]],
+                [[n, *[f"{r['candidates'][n]['cv_mapping']:.3f} / {r['candidates'][n]['valid_all_labels']:.3f}"
+                       for r in results.values()]] for n in names])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", nargs="*", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--ks", nargs="*", type=int, default=[8, 16, 32, 64])
+    parser.add_argument("--seeds", type=int, default=10, help="random-k draws per k")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the reducers and clusterers")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="feature store (default: the user cache's)")
+    parser.add_argument("--from-json", type=Path, default=None, help="print the tables of a saved result, run nothing")
+    args = parser.parse_args()
+    if args.from_json:
+        print_tables(json.loads(args.from_json.read_text(encoding="utf-8"))["sets"])
+        return
+    logging.basicConfig(level=logging.ERROR)
+    store = FeatureStore(args.cache_dir or default_store_dir())
+    results = {name: one_set(name, store, args.ks, args.seeds, args.seed) for name in args.sets}
+    path = write_results("labels", {"methods": METHODS, "dims": DIMS, "primary": PRIMARY, "naming": NAMING,
+                                    "seeds": args.seeds, "sets": results})
     print_tables(results)
     print(f"wrote {path}")
 
