@@ -11,8 +11,9 @@ answer names a clean cluster), then either
   few members) and where the refinement's classifier is **least certain**.
 
 ``"typical"`` is the default because it named clusters better on the train rows nobody
-labelled, on every set of benchmarks/labels.py (docs/labels.md): answers at the boundary are
-a biased sample of a cluster, and naming from them inverted clusters on faces-ffhq.
+labelled, averaged over the sets of benchmarks/labels.py (docs/labels.md; 0.737 against 0.682,
+better on 2 of 3 sets): answers at the boundary are a biased sample of a cluster, and naming
+from them inverted the clusters on faces-ffhq.
 
 `name_from_labels` names the clusters from those k labels only (the naming rules of
 `facecluster.evaluate` ignore unlabelled rows, marked ``None``) and every other point takes
