@@ -198,7 +198,7 @@ class AutoKClusterer(ClusterMixin, BaseEstimator):
     """Choose the number of clusters on the data it is fitted on (train), without labels.
 
     Every k in ``k_range`` is fitted; the k with the best criterion is kept:
-    the mean silhouette (higher is better) for KMeans, agglomerative, spectral and BIRCH,
+    the mean silhouette (higher is better) for KMeans, agglomerative, spectral, BIRCH and refine,
     the Bayesian information criterion (lower is better) for the Gaussian mixture.
 
     Parameters
@@ -368,7 +368,7 @@ def _param_names(algorithm: str) -> list[str]:
     return sorted((inner if inner is not None else model).get_params(deep=False))
 
 
-AUTO_K_ALGORITHMS = ("kmeans", "minibatch-kmeans", "gmm", "agglomerative", "spectral", "birch")
+AUTO_K_ALGORITHMS = ("kmeans", "minibatch-kmeans", "gmm", "agglomerative", "spectral", "birch", "refine")
 
 
 def _auto_k(algorithm: str, params: dict[str, Any], seed: int) -> AutoKClusterer:

@@ -174,3 +174,11 @@ def test_spread_gives_each_row_its_nearest_answer():
     clusters = np.array([0, 0, 0, 1, 1])
     two = np.array(["real", None, None, "fake", "fake"], dtype=object)
     assert leave_one_out_score(clusters, two, spread_in=X) == leave_one_out_score(clusters, two)
+
+
+def test_refine_chooses_its_number_of_clusters_on_train_without_labels():
+    rng = np.random.default_rng(0)
+    X = np.repeat(np.array([[0, 0], [8, 0], [0, 8]], dtype=float), 60, axis=0) + rng.normal(0, 1, (180, 2))
+    model = make_clusterer("refine", {"n_clusters": "auto", "k_range": [2, 5]}).fit(X)
+    assert model.n_clusters_ == 3 and model.criterion_ == "silhouette"
+    assert isinstance(model.estimator_, type(make_clusterer("refine")))
