@@ -34,7 +34,6 @@ from scipy.stats import fisher_exact
 
 from facecluster.config import LABELS, Config
 from facecluster.dataset import DEFAULT_LABEL_NAMES, SPLIT_NAMES, Dataset, Sample
-from facecluster.evaluate import apply_mapping
 from facecluster.history_checks import history_checks
 from facecluster.imagemeta import ImageMeta, read_meta
 

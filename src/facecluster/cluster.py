@@ -30,6 +30,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from facecluster.refine import PseudoLabelRefiner
 from facecluster.stream import (
     StreamingBirch,
     StreamingMeanShift,
@@ -197,7 +198,7 @@ class AutoKClusterer(ClusterMixin, BaseEstimator):
     """Choose the number of clusters on the data it is fitted on (train), without labels.
 
     Every k in ``k_range`` is fitted; the k with the best criterion is kept:
-    the mean silhouette (higher is better) for KMeans, agglomerative, spectral and BIRCH,
+    the mean silhouette (higher is better) for KMeans, agglomerative, spectral, BIRCH and refine,
     the Bayesian information criterion (lower is better) for the Gaussian mixture.
 
     Parameters
@@ -300,6 +301,8 @@ CLUSTERERS: dict[str, Callable[..., Any]] = {
     "agglomerative": _inductive(AgglomerativeClustering),
     "spectral": _inductive(lambda random_state=0, **p: SpectralClustering(random_state=random_state, **p)),
     "hdbscan": _inductive(HDBSCAN),
+    # k-means (or GMM) → pseudo-labels → logistic regression → re-assign, a few rounds (facecluster.refine).
+    "refine": PseudoLabelRefiner,
     # Streaming variants (facecluster.stream): fitted chunk by chunk, memory bounded by a chunk.
     "birch-stream": StreamingBirch,
     "minibatch-kmeans-stream": StreamingMiniBatchKMeans,
@@ -321,7 +324,7 @@ def make_clusterer(algorithm: str, params: dict[str, Any] | None = None, seed: i
     if params.get("n_clusters") == "auto":
         return _auto_k(algorithm, params, seed)
     seeded = {"kmeans", "minibatch-kmeans", "gmm", "spectral", "meanshift", "minibatch-kmeans-stream",
-              "meanshift-stream"}
+              "meanshift-stream", "refine"}
     if algorithm in seeded:
         params.setdefault("random_state", seed)
     try:
@@ -365,7 +368,7 @@ def _param_names(algorithm: str) -> list[str]:
     return sorted((inner if inner is not None else model).get_params(deep=False))
 
 
-AUTO_K_ALGORITHMS = ("kmeans", "minibatch-kmeans", "gmm", "agglomerative", "spectral", "birch")
+AUTO_K_ALGORITHMS = ("kmeans", "minibatch-kmeans", "gmm", "agglomerative", "spectral", "birch", "refine")
 
 
 def _auto_k(algorithm: str, params: dict[str, Any], seed: int) -> AutoKClusterer:

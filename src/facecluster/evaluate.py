@@ -3,6 +3,10 @@
 The mapping from cluster to label is learnt from train only (each cluster takes the
 majority label of its train members) or given by hand, as the study did by eye. A cluster
 that has no train members, or that the user did not name, takes train's majority label.
+
+The naming rules accept a partial label vector: ``None`` marks a row nobody labelled, which
+is not used (`facecluster.labelling` names clusters from a few chosen labels this way). A
+cluster without a labelled member gets no name, so it takes the default label.
 """
 
 from __future__ import annotations
@@ -21,8 +25,22 @@ from sklearn.metrics import (
 from facecluster.config import LABELS
 
 
+def labelled_rows(labels: np.ndarray) -> np.ndarray:
+    """Rows that carry a label (``None`` marks an unlabelled row)."""
+    return np.array([label is not None for label in np.asarray(labels, dtype=object)], dtype=bool)
+
+
+def _labelled_only(clusters: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels, dtype=object)
+    known = labelled_rows(labels)
+    if not known.any():
+        raise ValueError("no labelled rows to name the clusters from (every label is None)")
+    return np.asarray(clusters)[known], labels[known]
+
+
 def majority_mapping(clusters: np.ndarray, labels: np.ndarray) -> dict[int, str]:
-    """Each cluster's majority label among its members (ties go to the overall majority)."""
+    """Each cluster's majority label among its labelled members (ties go to the overall majority)."""
+    clusters, labels = _labelled_only(clusters, labels)
     overall = Counter(labels.tolist()).most_common(1)[0][0]
     mapping = {}
     for cluster in np.unique(clusters):
@@ -40,9 +58,10 @@ def enrichment_mapping(clusters: np.ndarray, labels: np.ndarray) -> dict[int, st
     a sum over clusters, a cluster named fake adding f_c/F − r_c/R (its fakes over all fakes
     minus its reals over all reals), which is positive exactly when f_c/n_c > F/N. The
     majority rule instead needs f_c/n_c > 1/2, so with few fakes every cluster is "real".
-    A cluster exactly at the prior takes the overall majority label.
+    A cluster exactly at the prior takes the overall majority label. Only labelled rows count,
+    the prior included.
     """
-    labels = np.asarray(labels, dtype=object)
+    clusters, labels = _labelled_only(clusters, labels)
     overall = Counter(labels.tolist()).most_common(1)[0][0]
     prior = float(np.mean(labels == "fake"))
     mapping = {}

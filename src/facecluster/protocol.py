@@ -21,6 +21,7 @@ from facecluster.evaluate import (
     NAMING_RULES,
     apply_mapping,
     bootstrap_intervals,
+    labelled_rows,
     majority_mapping,
     ranking_scores,
     score,
@@ -37,11 +38,6 @@ SPLIT_ORDER = ("train", "valid", "test")
 def usable_rows(status, features: np.ndarray) -> np.ndarray:
     """Rows that can be reduced and clustered: a usable status and every feature finite."""
     return np.array([s in USABLE for s in status], dtype=bool) & np.isfinite(features).all(axis=1)
-
-
-def labelled_rows(labels: np.ndarray) -> np.ndarray:
-    """Rows with a label ("real" or "fake"); the others are clustered and predicted, never scored."""
-    return np.array([label is not None for label in labels], dtype=bool)
 
 
 def fit_reducer(features: np.ndarray, usable: np.ndarray, train: np.ndarray, config: ReduceConfig, seed: int = 0,

@@ -37,6 +37,7 @@ PARAMS = {
     "birch-stream": {"n_clusters": 3, "threshold": 0.3},
     "minibatch-kmeans-stream": {"n_clusters": 3},
     "meanshift-stream": {"quantile": 0.3},
+    "refine": {"n_clusters": 3, "n_rounds": 3},
 }
 
 
