@@ -26,20 +26,18 @@ from sklearn.base import BaseEstimator
 from facecluster.cluster import n_clusters_of
 from facecluster.config import MethodConfig, ReduceConfig
 from facecluster.errors import ModelError
-from facecluster.evaluate import apply_mapping, cluster_summary
+from facecluster.evaluate import apply_mapping, cluster_summary, labelled_rows, silhouette
 from facecluster.model_io import decode_estimators, encode_estimators, read_bundle, write_bundle
 from facecluster.protocol import (
     SPLIT_ORDER,
     cross_validated_mapping_score,
     fit_clusterer,
     fit_reducer,
-    labelled_rows,
     reduce_rows,
     score_splits,
     train_mapping,
     usable_rows,
 )
-from facecluster.evaluate import silhouette
 from facecluster.synthetic import ClusterDensity, calibrate, probability
 
 FORMAT = "facecluster-model"

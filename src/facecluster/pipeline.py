@@ -20,7 +20,8 @@ from facecluster.images import decode_rgb, read_bytes
 from facecluster.errors import ModelError
 from facecluster.model import fit_and_evaluate
 from facecluster.outputs import provenance, write_json, write_table, write_text
-from facecluster.protocol import labelled_rows, usable_rows
+from facecluster.evaluate import labelled_rows
+from facecluster.protocol import usable_rows
 from facecluster.records import NO_FACE, OK, USABLE, FaceRecord
 from facecluster.reduce import describe_reducer
 from facecluster.report.figures import montage_png, scatter_png

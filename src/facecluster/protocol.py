@@ -21,7 +21,6 @@ from facecluster.evaluate import (
     NAMING_RULES,
     apply_mapping,
     bootstrap_intervals,
-    labelled_rows,
     majority_mapping,
     ranking_scores,
     score,

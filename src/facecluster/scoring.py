@@ -21,7 +21,7 @@ from facecluster.dataset import Dataset, discover, from_paths
 from facecluster.engines import Engine, Extraction
 from facecluster.engines.local import LocalEngine
 from facecluster.errors import ModelError
-from facecluster.evaluate import cluster_summary
+from facecluster.evaluate import cluster_summary, labelled_rows
 from facecluster.features import Extractor, cues_of, make_extractor
 from facecluster.model import FaceModel
 from facecluster.model_io import MANIFEST
@@ -34,7 +34,7 @@ from facecluster.pipeline import (
     problem_entries,
     write_scores,
 )
-from facecluster.protocol import labelled_rows, score_splits, usable_rows
+from facecluster.protocol import score_splits, usable_rows
 from facecluster.reduce import describe_reducer
 from facecluster.report.figures import scatter_png
 from facecluster.report.html import write_report
