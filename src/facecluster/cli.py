@@ -298,15 +298,23 @@ def score(
 @app.command()
 def name(
     model: Annotated[Path, typer.Argument(help="A model folder, or the folder `fit`/`run` wrote.")],
-    names: Annotated[list[str], typer.Argument(help="Cluster names, e.g. 0=fake 1=real (unnamed clusters: real).")],
+    names: Annotated[Optional[list[str]], typer.Argument(
+        help="Cluster names, e.g. 0=fake 1=real (unnamed clusters: real).")] = None,
     method: Annotated[Optional[str], typer.Option(help="The method whose clusters to name (default: the model's).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(
+        help="Instead of NAMES: scores.csv or the report's selection CSV with a label column filled in.")] = None,
 ) -> None:
-    """Name a saved model's clusters by hand (as the study did by eye); nothing is re-fitted."""
-    from facecluster.scoring import rename_clusters
+    """Name a saved model's clusters by hand (as the study did by eye) or from labelled rows; nothing is re-fitted."""
+    from facecluster.scoring import FittedModel, mapping_from_labels, rename_clusters
 
     with _ErrorHandler(model):
+        if bool(names) == bool(labels):
+            raise ConfigError("give either cluster names (0=fake 1=real …) or --labels FILE")
         mapping = {}
-        for item in names:
+        if labels is not None:
+            fitted = FittedModel.load(model)
+            mapping = mapping_from_labels(labels, fitted.model, fitted.model._method(method))
+        for item in names or []:
             cluster, _, label = item.partition("=")
             if not (cluster.strip().isdigit() and label.strip() in ("real", "fake")):
                 raise ConfigError(f"{item!r}: write a cluster name as <cluster id>=real or <cluster id>=fake, e.g. 0=fake")

@@ -244,6 +244,39 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
     return results
 
 
+def mapping_from_labels(csv_path: Path, model: FaceModel, method: str) -> dict[int, str]:
+    """Cluster names from a labelled table of this model's clusters: ``scores.csv`` or the report's selection CSV.
+
+    The CSV needs a ``label`` column (real/fake; blank rows are skipped) and the cluster of each
+    row: ``cluster`` (with ``method`` naming the method, as in scores.csv) or ``cluster_<method>``.
+    The model's naming rule names each cluster from those labels; clusters without a labelled
+    row keep the default.
+    """
+    import pandas as pd
+
+    from facecluster.evaluate import NAMING_RULES
+
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{csv_path}: cannot be read as a CSV ({error}); give scores.csv or the report's download")
+    column = f"cluster_{method}" if f"cluster_{method}" in table else "cluster"
+    if "label" not in table or column not in table:
+        raise ModelError(f"{csv_path}: needs the columns label and cluster (or cluster_{method}); "
+                         "label the rows of scores.csv or of the report's selection download")
+    if column == "cluster" and "method" in table and set(table["method"]) - {method, ""}:
+        raise ModelError(f"{csv_path}: its clusters are of method {sorted(set(table['method']) - {''})}, "
+                         f"not {method!r}; pass --method")
+    rows = table[(table["label"].str.strip() != "") & (table[column].str.strip() != "")]
+    unknown = sorted(set(rows["label"].str.strip()) - {"real", "fake"})
+    if unknown:
+        raise ModelError(f"{csv_path}: labels must be real or fake; got {unknown}")
+    if rows.empty:
+        raise ModelError(f"{csv_path}: no row has both a label and a cluster; fill in the label column")
+    clusters = rows[column].astype(float).astype(int).to_numpy()
+    return NAMING_RULES[model.naming](clusters, rows["label"].str.strip().to_numpy(dtype=object))
+
+
 def rename_clusters(path: Path, mapping: dict[int, str], method: str | None = None) -> tuple[Path, str]:
     """Name a saved model's clusters by hand and save it again in place (card kept); nothing is re-fitted."""
     fitted = FittedModel.load(path)

@@ -233,3 +233,20 @@ def test_the_fit_score_and_run_commands_end_to_end(tmp_path, tiny_extractor, mon
     missing = CliRunner().invoke(app, ["score", str(tmp_path / "flat"), "--model", str(tmp_path / "flat"),
                                        "--out", str(tmp_path / "x"), *cache])
     assert missing.exit_code == 2 and "no saved model here" in missing.output
+
+
+def test_naming_from_a_labelled_scores_csv(tmp_path, tiny_extractor, store):
+    from typer.testing import CliRunner
+
+    truth = _flatten(make_dataset(tmp_path / "labelled", {"train": {"real": 10, "fake": 10}}), tmp_path / "flat")
+    run(tmp_path / "flat", _config(), tmp_path / "fit", store=store, engine=LocalEngine(workers=0), progress=False)
+    table = pd.read_csv(tmp_path / "fit" / "scores.csv")
+    first = table.head(6).copy()  # a person labels six rows of the table
+    first["label"] = [truth[p] for p in first["path"]]
+    first.to_csv(tmp_path / "six.csv", index=False)
+    result = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--labels", str(tmp_path / "six.csv")])
+    assert result.exit_code == 0, result.output
+    named = load_model(tmp_path / "fit").score(tmp_path / "flat", store=store, engine=LocalEngine(workers=0))
+    assert np.mean([label == truth[path] for path, label in zip(named["path"], named["label"])]) > 0.9
+    both = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "0=fake", "--labels", str(tmp_path / "six.csv")])
+    assert both.exit_code == 2 and "either cluster names" in both.output
