@@ -198,7 +198,7 @@ def test_results_image_entries_carry_the_landmarks_of_a_found_face():
     from types import SimpleNamespace
 
     from facecluster.faces import Detection, face_record
-    from facecluster.pipeline import _image_entries
+    from facecluster.pipeline import image_entries
     from facecluster.records import empty_records
 
     points = np.array([[36.04, 40], [60, 38], [48, 52], [39, 66], [58, 65]], dtype=np.float32)
@@ -207,7 +207,7 @@ def test_results_image_entries_carry_the_landmarks_of_a_found_face():
     records[1] = face_record(np.zeros((96, 96, 3), dtype=np.uint8), None)
     samples = [SimpleNamespace(relpath=f"train/real/{k}.jpg", split="train", label="real", sha256="") for k in "ab"]
     extraction = SimpleNamespace(records=records, status=["ok", "no_face"], messages=[None, None])
-    entries = _image_entries(SimpleNamespace(samples=samples), extraction, {})
+    entries = image_entries(SimpleNamespace(samples=samples), extraction, {}, {})
     assert entries[0]["face"]["landmarks"] == [[36.0, 40.0], [60.0, 38.0], [48.0, 52.0], [39.0, 66.0], [58.0, 65.0]]
     assert entries[0]["face"]["box"] == [20.0, 16.0, 56.0, 64.0]
     assert "face" not in entries[1]
