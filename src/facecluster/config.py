@@ -178,6 +178,9 @@ class AuditConfig(_Strict):
 
     enabled: bool = True
     max_images_per_label: int = Field(2000, ge=10, description="Images per label the audit reads (seeded sample).")
+    history_max_images_per_label: int = Field(
+        300, ge=10, description="Images per label whose processing history is probed (seeded sample; the probes "
+        "read whole files and cost about 60 ms of CPU each the first time, then come from the feature store).")
 
 
 class Config(_Strict):

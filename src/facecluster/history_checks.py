@@ -26,6 +26,7 @@ from scipy.stats import mannwhitneyu
 
 from facecluster.config import LABELS
 from facecluster.dataset import Dataset
+from facecluster.store import FeatureStore
 from facecluster.history import PROBE_NAMES, PROBES, probe_file
 
 LABEL_AUC = 0.65  # a probe whose fake-vs-real AUC reaches this separates the labels by history
@@ -182,21 +183,42 @@ def _verdict(name: str, per_probe: dict, label_aucs: dict[str, float | None]) ->
             "auc": _round(value), "auc_kind": kind, "within_label_auc": within}
 
 
-def read_probes(dataset: Dataset, rows: np.ndarray) -> tuple[dict[str, np.ndarray], list[str | None]]:
-    """The processing-history probes of the chosen rows (NaN where a file cannot be probed) and the reasons."""
-    def one(i):
-        sample = dataset.samples[i]
-        return probe_file(sample.path, sample.relpath)
+#: Bump when a probe's computation changes: it keys the probes cached in the feature store.
+PROBES_VERSION = 1
+
+
+def read_probes(dataset: Dataset, rows: np.ndarray, store: FeatureStore | None = None
+                ) -> tuple[dict[str, np.ndarray], list[str | None]]:
+    """The processing-history probes of the chosen rows (NaN where a file cannot be probed) and the reasons.
+
+    Probes are cached in the feature store by content hash (a table of their own), so a re-run
+    reads only the files it has not probed; a file that could not be probed is tried again.
+    """
+    table = (store or FeatureStore()).table("history-probes", {"probes": list(PROBES), "version": PROBES_VERSION})
+    keys = [dataset.samples[i].sha256 for i in rows.tolist()]
+    cached = table.get([k for k in keys if k])
+
+    def one(position: int):
+        if keys[position] in cached:
+            return dict(zip(PROBES, cached[keys[position]].tolist())), None
+        sample = dataset.samples[int(rows[position])]
+        probes, error = probe_file(sample.path, sample.relpath)
+        # Rounded as the store keeps them (float32), so a cold and a warm run read the same values.
+        return (None if probes is None else {k: float(np.float32(v)) for k, v in probes.items()}), error
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        found = list(pool.map(one, rows.tolist()))
+        found = list(pool.map(one, range(len(keys))))
+    new = {keys[k]: p for k, (p, _) in enumerate(found) if p is not None and keys[k] and keys[k] not in cached}
+    if new:
+        table.put(list(new), np.array([[p[name] for name in PROBES] for p in new.values()], dtype=np.float64))
     probes = {name: np.array([np.nan if p is None else p[name] for p, _ in found], dtype=float) for name in PROBES}
     return probes, [error for _, error in found]
 
 
-def history_checks(dataset: Dataset, rows: np.ndarray, clusterings: dict[str, dict] | None) -> tuple[list[dict], dict]:
+def history_checks(dataset: Dataset, rows: np.ndarray, clusterings: dict[str, dict] | None,
+                   store: FeatureStore | None = None) -> tuple[list[dict], dict]:
     """The probes' label checks and, per clustering, how much it follows them; and the ``history`` block."""
-    probes, errors = read_probes(dataset, rows)
+    probes, errors = read_probes(dataset, rows, store)
     labels = np.array([dataset.samples[i].label for i in rows], dtype=object)
     splits = np.array([dataset.samples[i].split for i in rows], dtype=object)
     checks = probe_label_checks(probes, labels, splits)

@@ -199,7 +199,7 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "supervised": (supervised_ceiling(extraction.features, labels, splits, usable & labelled, seed=config.seed)
                        if config.evaluation.supervised else {}),
         # The audit sees the run's clusters, to say how much each follows the files' processing history.
-        "audit": (audit_dataset(dataset, config, clusterings=named_clusterings(model, assignments))
+        "audit": (audit_dataset(dataset, config, store=store, clusterings=named_clusterings(model, assignments))
                   if config.audit.enabled else None),
         "problems": problems,
         "skipped": dataset.skipped,

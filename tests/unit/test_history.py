@@ -152,3 +152,26 @@ def test_a_probe_that_differs_by_label_is_flagged_with_its_auc_per_split_in_one_
     assert check["flag"] and check["direction"] == "lower" and check["auc"] > 0.95
     assert all(value > 0.95 for value in check["auc_by_split"].values())
     assert check["distribution"]["train"]["real"]["median"] > check["distribution"]["train"]["fake"]["median"]
+
+
+def test_probes_are_cached_by_content_hash_and_a_rerun_reads_no_file_twice(tmp_path, monkeypatch):
+    from facecluster import history_checks
+    from facecluster.store import FeatureStore
+    from tests.conftest import make_dataset
+
+    dataset = discover(make_dataset(tmp_path / "data", {"train": {"real": 3, "fake": 3}}))
+    rows = np.arange(len(dataset.samples))
+    store = FeatureStore(tmp_path / "cache")
+    calls = []
+
+    def counting(path, name):
+        calls.append(name)
+        return probe_file(path, name)
+
+    monkeypatch.setattr(history_checks, "probe_file", counting)
+    first, _ = history_checks.read_probes(dataset, rows, store)
+    assert len(calls) == 6
+    again, _ = history_checks.read_probes(dataset, rows, store)
+    assert len(calls) == 6  # every probe from the store
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name])  # the same values, cold or warm
