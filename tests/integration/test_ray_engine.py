@@ -68,3 +68,22 @@ def test_ray_engine_gives_the_local_engine_features_and_clusters(tmp_path, ray_i
                 engine=RayEngine(workers=2), progress=False)
     assert again["timings"]["computed"] == {"faces": 0, "features": 0}
     assert [i["clusters"] for i in again["images"]] == [i["clusters"] for i in local["images"]]
+
+
+def test_ray_actors_compute_image_families_as_the_local_engine_does(tmp_path, ray_instance):
+    from facecluster.config import DatasetConfig, FacesConfig, FeaturesConfig
+    from facecluster.dataset import discover
+    from facecluster.engines.ray import RayEngine
+    from facecluster.features import make_extractor
+
+    data = make_dataset(tmp_path / "data", {"train": {"real": 4, "fake": 4}})
+    (data / "train" / "fake" / "broken.jpg").write_bytes(b"not a jpeg")
+    samples = discover(data, DatasetConfig()).samples
+    faces = FacesConfig(detector="none")  # no face: the whole-image families still give a vector
+    extractor = make_extractor(FeaturesConfig(extractor="spectrum-full+noise+noise-full"))
+    on_ray = RayEngine(workers=1).extract(samples, faces, extractor, FeatureStore(tmp_path / "ray"), progress=False)
+    local = LocalEngine(workers=0).extract(samples, faces, extractor, FeatureStore(tmp_path / "local"), progress=False)
+    assert on_ray.status == local.status and on_ray.status.count("no_face") == 8
+    np.testing.assert_allclose(on_ray.features, local.features, atol=1e-5)  # NaN for the broken file in both
+    again = RayEngine(workers=1).extract(samples, faces, extractor, FeatureStore(tmp_path / "local"), progress=False)
+    assert again.computed == {"faces": 0, "features": 0}

@@ -13,7 +13,9 @@ embedded. Everything around that is here, written once:
   `Extraction`.
 
 `init_worker` and `face_work` are the work one worker does for one image, whichever
-engine runs the worker.
+engine runs the worker: decode it, find and crop its face and, for the families that read the
+decoded image itself (`facecluster.features.image`), compute their vector there, at the file's
+own resolution, so that only vectors travel back, never the images.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from facecluster.config import FacesConfig
 from facecluster.faces import cut_face, locate_face, make_detector
+from facecluster.features.image import reads_crops
 from facecluster.images import ImageError, decode_rgb, display_name, read_bytes
 from facecluster.records import NO_FACE, OK, empty_records, found
 
@@ -50,13 +53,14 @@ class Extraction:
 
 
 class FaceResult(NamedTuple):
-    """What a worker returns for one image: its face record and crop, or the reason it failed."""
+    """What a worker returns for one image: its face record, crop and image vector, or the reason it failed."""
 
     record: np.ndarray | None
     crop: np.ndarray | None
     error: tuple[str, str] | None  # (code, one-line message)
     decode_seconds: float
     detect_seconds: float
+    image_vector: np.ndarray | None = None  # the image families' vector, when the extractor has any
 
 
 _worker_detector = None
@@ -78,9 +82,11 @@ def init_worker(faces_config: FacesConfig) -> None:
 def face_work(job) -> FaceResult:
     """Decode one image, find its face (unless its record is given, from the store) and crop it.
 
-    ``job`` is ``(path, name, cached face record or None, faces config)``.
+    ``job`` is ``(path, name, cached face record or None, faces config, image reader or None)``;
+    the reader (`facecluster.features.image.image_reader`) computes the image families' vector
+    from the decoded image, face or no face.
     """
-    path, name, record, faces_config = job
+    path, name, record, faces_config, reader = job
     init_worker(faces_config)
     try:
         started = time.perf_counter()
@@ -90,7 +96,8 @@ def face_work(job) -> FaceResult:
             record = locate_face(rgb, _worker_detector, faces_config)
         detected = time.perf_counter()
         crop = cut_face(rgb, record, faces_config)
-        return FaceResult(record, crop, None, decoded - started, detected - decoded)
+        image_vector = None if reader is None else reader.image_features(rgb, record)
+        return FaceResult(record, crop, None, decoded - started, detected - decoded, image_vector)
     except ImageError as error:
         return FaceResult(None, None, (error.code, str(error)), 0.0, 0.0)
 
@@ -108,10 +115,12 @@ def cache_tables(store, faces_config: FacesConfig, extractor) -> tuple:
     """The store tables of face records and of features for these settings, shared by every engine.
 
     Detection depends on the detector only; the crop (and so the features) on all face settings.
+    Families that read only the decoded image depend on the detection, not on the crop: box and
+    aligned crops share their vectors.
     """
     face_table = store.table("faces", detection_identity(faces_config))
-    feature_table = store.table(extractor.name, {**extractor.cache_identity(),
-                                                 "faces": faces_config.model_dump(mode="json")})
+    faces_key = faces_config.model_dump(mode="json") if reads_crops(extractor) else detection_identity(faces_config)
+    feature_table = store.table(extractor.name, {**extractor.cache_identity(), "faces": faces_key})
     return face_table, feature_table
 
 

@@ -25,6 +25,7 @@ from facecluster.config import FacesConfig
 from facecluster.dataset import Sample
 from facecluster.engines.base import Extraction, FaceResult, Job, Ledger, cache_tables, face_work, init_worker
 from facecluster.features import Extractor
+from facecluster.features.image import image_reader, transform_rows
 from facecluster.store import FeatureStore
 
 CHUNK = 256
@@ -104,9 +105,10 @@ class LocalEngine:
         try:
             ledger = Ledger(samples, face_table, feature_table, bar, seconds=("decode", "detect", "embed"))
             jobs = ledger.look_up()
+            reader = image_reader(extractor)  # the families the workers run on each decoded image
             in_flight: _Chunk | None = None
             for start in range(0, len(jobs), self.chunk_size):
-                chunk = self._start(ledger, jobs[start:start + self.chunk_size], faces_config)
+                chunk = self._start(ledger, jobs[start:start + self.chunk_size], faces_config, reader)
                 if not self.pipelined:
                     self._finish(ledger, chunk, extractor)
                     continue
@@ -121,16 +123,16 @@ class LocalEngine:
             if not self._keep_pool:
                 self.close()
 
-    def _start(self, ledger: Ledger, jobs: list[Job], faces_config: FacesConfig) -> _Chunk:
+    def _start(self, ledger: Ledger, jobs: list[Job], faces_config: FacesConfig, reader) -> _Chunk:
         """Hand a chunk of jobs to the workers."""
         samples = ledger.samples
-        work = [(samples[job.row].path, samples[job.row].relpath, job.record, faces_config) for job in jobs]
+        work = [(samples[job.row].path, samples[job.row].relpath, job.record, faces_config, reader) for job in jobs]
         return _Chunk(jobs, self._faces(work, faces_config))
 
     @staticmethod
     def _finish(ledger: Ledger, chunk: _Chunk, extractor: Extractor) -> None:
         """Collect the chunk's faces, embed them in one go and write its store shards."""
-        crops, crop_rows = [], []
+        crops, crop_rows, image_vectors = [], [], []
         for job, result in zip(chunk.jobs, chunk.results):
             ledger.seconds["decode"] += result.decode_seconds
             ledger.seconds["detect"] += result.detect_seconds
@@ -141,9 +143,11 @@ class LocalEngine:
             ledger.records[job.row] = result.record
             crops.append(result.crop)
             crop_rows.append(job.row)
+            image_vectors.append(result.image_vector)
         if crops:
             started = time.perf_counter()
-            vectors = extractor.transform(np.stack(crops), ledger.records[crop_rows])
+            images = None if image_vectors[0] is None else np.stack(image_vectors)
+            vectors = transform_rows(extractor, np.stack(crops), ledger.records[crop_rows], images)
             ledger.seconds["embed"] += time.perf_counter() - started
             for i, vector in zip(crop_rows, vectors):
                 ledger.features[i] = vector

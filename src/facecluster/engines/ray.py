@@ -33,6 +33,7 @@ from tqdm import tqdm
 from facecluster.config import FacesConfig
 from facecluster.engines.base import Extraction, Ledger, cache_tables, face_work, init_worker
 from facecluster.errors import MissingExtraError
+from facecluster.features.image import image_reader, transform_rows
 from facecluster.records import OK, empty_records
 
 
@@ -69,15 +70,16 @@ class _FaceEmbedder:
         self.faces_config = FacesConfig.model_validate(faces_config)
         init_worker(self.faces_config)
         self.extractor = extractor
+        self.reader = image_reader(extractor)  # the families run on each decoded image, here in the actor
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["row"])
         records = empty_records(n)
         status, messages, detect = [""] * n, [""] * n, np.zeros(n)
-        crops, crop_rows = [], []
+        crops, crop_rows, image_vectors = [], [], []
         for k in range(n):
             cached = np.frombuffer(batch["record"][k], dtype=np.float32) if len(batch["record"][k]) else None
-            result = face_work((str(batch["path"][k]), str(batch["name"][k]), cached, self.faces_config))
+            result = face_work((str(batch["path"][k]), str(batch["name"][k]), cached, self.faces_config, self.reader))
             detect[k] = result.detect_seconds
             if result.error is not None:
                 status[k], messages[k] = result.error
@@ -85,10 +87,13 @@ class _FaceEmbedder:
             status[k], records[k] = OK, result.record
             crops.append(result.crop)
             crop_rows.append(k)
+            image_vectors.append(result.image_vector)
         features = [b""] * n
         started = time.perf_counter()
         if crops:
-            vectors = np.asarray(self.extractor.transform(np.stack(crops), records[crop_rows]), dtype=np.float32)
+            images = None if self.reader is None else np.stack(image_vectors)
+            vectors = np.asarray(transform_rows(self.extractor, np.stack(crops), records[crop_rows], images),
+                                 dtype=np.float32)
             for k, vector in zip(crop_rows, vectors):
                 features[k] = vector.tobytes()
         embed = np.full(n, (time.perf_counter() - started) / n)

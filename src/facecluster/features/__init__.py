@@ -1,14 +1,17 @@
 """Feature extractors, one module per family, one registry.
 
 An extractor turns a batch of face crops (uint8 RGB, N×S×S×3) and their face records
-(see `facecluster.faces.face_record`) into float32 vectors (N×D). Its ``cache_identity()``
+(see `facecluster.faces.face_record`) into float32 vectors (N×D). A family that reads the
+decoded image at the file's own resolution instead declares ``reads_image = True`` and
+computes its vector image by image where the image is decoded (see `facecluster.features.image`). Its ``cache_identity()``
 names everything its output depends on (model checksum, preprocessing), and keys the
 feature cache; ``describe()`` is what results.json records about it; ``dim`` is its width.
 
 Families: ``facenet`` (the study's 512-d identity embedding), ``facenet-bottleneck`` (its
 1792-d layer before the projection), ``facenet-vggface2`` (the study's exact checkpoint, from
 a weights file the user supplies), ``spectrum``, ``dct``, ``noise``, ``geometry``, ``eyes`` (eye physiology, from MediaPipe's face
-mesh and iris models shipped in the package) and ``dlib`` (optional extra). Names joined by ``+`` concatenate families (see `combine`).
+mesh and iris models shipped in the package) and ``dlib`` (optional extra); ``spectrum-full``, ``dct-full`` and
+``noise-full`` read the whole decoded image. Names joined by ``+`` concatenate families (see `combine`).
 """
 
 from __future__ import annotations
@@ -71,6 +74,24 @@ def _noise(config: FeaturesConfig) -> Extractor:
     return NoiseFeatures()
 
 
+def _spectrum_full(config: FeaturesConfig) -> Extractor:
+    from facecluster.features.spectrum_full import SpectrumFullFeatures
+
+    return SpectrumFullFeatures()
+
+
+def _dct_full(config: FeaturesConfig) -> Extractor:
+    from facecluster.features.dct_full import DCTFullFeatures
+
+    return DCTFullFeatures()
+
+
+def _noise_full(config: FeaturesConfig) -> Extractor:
+    from facecluster.features.noise_full import NoiseFullFeatures
+
+    return NoiseFullFeatures()
+
+
 def _geometry(config: FeaturesConfig) -> Extractor:
     from facecluster.features.geometry import GeometryFeatures
 
@@ -96,6 +117,9 @@ EXTRACTORS: dict[str, Callable[[FeaturesConfig], Extractor]] = {
     "spectrum": _spectrum,
     "dct": _dct,
     "noise": _noise,
+    "spectrum-full": _spectrum_full,
+    "dct-full": _dct_full,
+    "noise-full": _noise_full,
     "geometry": _geometry,
     "eyes": _eyes,
     "dlib": _dlib,
@@ -116,6 +140,9 @@ CUES: dict[str, str] = {
     "spectrum": "generator-artifact",
     "dct": "generator-artifact",
     "noise": "generator-artifact",
+    "spectrum-full": "generator-artifact",
+    "dct-full": "processing-history",  # on the file's own JPEG grid: the coefficients the file stores
+    "noise-full": "generator-artifact",
     "geometry": "generation-pipeline",
     "eyes": "physiological",
 }

@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from facecluster.features.base import check_crops
+from facecluster.features.image import reads_image
 
 
 class CombinedFeatures:
@@ -48,6 +49,11 @@ class CombinedFeatures:
     def dim(self) -> int:
         return self.blocks[-1][2]
 
+    @property
+    def reads_image(self) -> bool:
+        """True when a member reads the decoded image (see `facecluster.features.image`)."""
+        return any(reads_image(m) for m in self.members)
+
     def cache_identity(self) -> dict:
         return {"extractor": self.name, "version": self.version,
                 "members": [m.cache_identity() for m in self.members]}
@@ -58,10 +64,22 @@ class CombinedFeatures:
                 "standardization": "per family, fitted on train (FamilyStandardizer)",
                 "members": [m.describe() for m in self.members]}
 
-    def transform(self, crops: np.ndarray, records: np.ndarray) -> np.ndarray:
-        """Each member's features, concatenated: float32 N×``dim``."""
+    def transform(self, crops: np.ndarray, records: np.ndarray, image_vectors: np.ndarray | None = None) -> np.ndarray:
+        """Each member's features, concatenated: float32 N×``dim``.
+
+        ``image_vectors`` are what `facecluster.features.image.image_reader` gave for each row
+        (the image families' vectors side by side, in member order); crop families read ``crops``.
+        """
         crops = check_crops(crops, records)
-        return np.concatenate([m.transform(crops, records) for m in self.members], axis=1).astype(np.float32)
+        parts, offset = [], 0
+        for member in self.members:
+            if reads_image(member):
+                own = None if image_vectors is None else np.asarray(image_vectors)[:, offset:offset + member.dim]
+                parts.append(member.transform(crops, records, image_vectors=own))
+                offset += member.dim
+            else:
+                parts.append(member.transform(crops, records))
+        return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 class FamilyStandardizer(TransformerMixin, BaseEstimator):

@@ -33,6 +33,12 @@ def block_dct(grey: np.ndarray, block: int = 8) -> np.ndarray:
     return matrix @ tiles @ matrix.T
 
 
+def dct_statistics(grey: np.ndarray, block: int = 8) -> np.ndarray:
+    """Per frequency, the mean then the std over the tiles of log(1 + |DCT coefficient|): ``2 * block**2`` values."""
+    magnitudes = np.log1p(np.abs(block_dct(grey, block))).reshape(-1, block ** 2)
+    return np.concatenate([magnitudes.mean(axis=0), magnitudes.std(axis=0)])
+
+
 class DCTFeatures(HandcraftedFeatures):
     """Per-frequency mean and standard deviation of log(1 + |DCT coefficient|) over 8×8 blocks.
 
@@ -62,5 +68,4 @@ class DCTFeatures(HandcraftedFeatures):
     def _one(self, crop: np.ndarray, record: np.ndarray | None) -> np.ndarray:
         if crop.shape[0] < self.block:
             raise ValueError(f"crops of {crop.shape[0]} px are smaller than one {self.block}-px DCT block")
-        magnitudes = np.log1p(np.abs(block_dct(luminance(crop), self.block))).reshape(-1, self.block ** 2)
-        return np.concatenate([magnitudes.mean(axis=0), magnitudes.std(axis=0)])
+        return dct_statistics(luminance(crop), self.block)

@@ -72,6 +72,27 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(a * b) / denominator) if denominator > 1e-9 else 1.0
 
 
+def noise_statistics(rgb: np.ndarray) -> np.ndarray:
+    """The 78 noise values (layout in `NoiseFeatures`) of a uint8 RGB image of any size (at least 3×3)."""
+    grey = luminance(rgb)
+    residuals = _residuals(grey)
+    moments = [m for residual in residuals.values() for m in _moments(residual)]
+    histogram, _ = np.histogram(np.clip(residuals["median"], -5, 5), bins=HISTOGRAM_EDGES)
+    histogram = histogram / max(histogram.sum(), 1)
+    q = _quantise(np.diff(grey, axis=1))
+    qv = _quantise(np.diff(grey, axis=0))
+    spatial = (co_occurrence(q[:, :-1], q[:, 1:]) + co_occurrence(qv[:-1, :], qv[1:, :])) / 2
+
+    colour_values = rgb.astype(np.float64)
+    red, green, blue = (_median_residual(colour_values[..., c]) for c in range(3))
+    correlations = [_correlation(red, green), _correlation(green, blue), _correlation(red, blue)]
+    chroma = [np.log1p(_median_residual((colour_values[..., c] - colour_values[..., 1]) / 2 + 128).std())
+              for c in (0, 2)]
+    colour = co_occurrence(_quantise(np.diff(colour_values[..., 0], axis=1)),
+                           _quantise(np.diff(colour_values[..., 1], axis=1)))
+    return np.concatenate([moments, histogram, spatial, correlations, chroma, colour])
+
+
 class NoiseFeatures(HandcraftedFeatures):
     """Noise-residual moments, residual histogram, spatial and colour co-occurrences (78 values).
 
@@ -96,18 +117,4 @@ class NoiseFeatures(HandcraftedFeatures):
         return 12 + 11 + 25 + 3 + 2 + 25
 
     def _one(self, crop: np.ndarray, record: np.ndarray | None) -> np.ndarray:
-        grey = luminance(crop)
-        residuals = _residuals(grey)
-        moments = [m for residual in residuals.values() for m in _moments(residual)]
-        histogram, _ = np.histogram(np.clip(residuals["median"], -5, 5), bins=HISTOGRAM_EDGES)
-        histogram = histogram / max(histogram.sum(), 1)
-        q = _quantise(np.diff(grey, axis=1))
-        qv = _quantise(np.diff(grey, axis=0))
-        spatial = (co_occurrence(q[:, :-1], q[:, 1:]) + co_occurrence(qv[:-1, :], qv[1:, :])) / 2
-
-        rgb = crop.astype(np.float64)
-        red, green, blue = (_median_residual(rgb[..., c]) for c in range(3))
-        correlations = [_correlation(red, green), _correlation(green, blue), _correlation(red, blue)]
-        chroma = [np.log1p(_median_residual((rgb[..., c] - rgb[..., 1]) / 2 + 128).std()) for c in (0, 2)]
-        colour = co_occurrence(_quantise(np.diff(rgb[..., 0], axis=1)), _quantise(np.diff(rgb[..., 1], axis=1)))
-        return np.concatenate([moments, histogram, spatial, correlations, chroma, colour])
+        return noise_statistics(crop)
