@@ -221,15 +221,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "methods": STUDY_METHODS,
     },
     # The best on data without a shortcut: chosen by `facecluster sweep` on faces-ffhq (FFHQ vs
-    # StyleGAN, same template and encoding) with the train-only criterion (cv_mapping), over
-    # facenet and facenet-bottleneck × box/aligned × the default reducers and clusterers (672
-    # configurations). Valid balanced accuracy 0.683 there (reported, not used to choose); see
-    # docs/results-ffhq.md. Its cue is identity-level features of the face (FaceNet's bottleneck).
+    # StyleGAN, same template and encoding) with the train-only criterion (cv_mapping, 0.753) over
+    # two grids (3696 configurations: facenet, facenet-bottleneck, the crop and full-resolution
+    # pixel families and their combinations × box/aligned × the default reducers and clusterers).
+    # Valid balanced accuracy 0.761 there (reported, not used to choose); docs/results-ffhq.md.
+    # Its cues: identity (FaceNet's bottleneck) and generator artefact (the whole image's spectrum).
     "recommended": {
         "faces": {"detector": "mtcnn", "crop": "box"},
-        "features": {"extractor": "facenet-bottleneck"},
-        "reduce": {"standardize": True, "n_components": 2},
-        "methods": {"birch": {"algorithm": "birch", "params": {"n_clusters": 4, "threshold": 0.08}}},
+        "features": {"extractor": "facenet-bottleneck+spectrum-full"},
+        "reduce": {"standardize": True, "n_components": 32},
+        "methods": {"gmm": {"algorithm": "gmm", "params": {"n_clusters": 4, "covariance_type": "diag"}}},
         "evaluation": {"naming": "enrichment"},
     },
 }
