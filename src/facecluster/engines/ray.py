@@ -26,6 +26,7 @@ Client. A Ray already initialised by the caller is used as it is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -213,28 +214,31 @@ class RayEngine:
         # Small runs still spread over every actor; large ones go in batch_size blocks.
         block = max(1, min(self.batch_size, -(-len(jobs) // actors)))
         pool = min(actors, -(-len(jobs) // block))  # no actor started (and waited for) without a block to do
-        results = self._dataset(ray, ledger.samples, jobs, data, block).map_batches(
-            _FaceEmbedder, batch_size=block, batch_format="numpy", num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(size=pool), fn_constructor_kwargs=arguments)
         by_row, unread = {job.row: job for job in jobs}, []
-        for batch in _ray_data_settings(ray, results.iter_batches(batch_size=None, batch_format="numpy")):
-            done = []
-            for k, i in enumerate(batch["row"].tolist()):
-                if batch["status"][k] == NOT_ON_NODE:
-                    unread.append(by_row[i])
-                    continue
-                node = str(batch["node"][k])
-                ledger.nodes[node] = ledger.nodes.get(node, 0) + 1
-                ledger.seconds["detect"] += float(batch["detect_seconds"][k])
-                ledger.seconds["embed"] += float(batch["embed_seconds"][k])
-                if batch["status"][k] != OK:
-                    ledger.failed(i, str(batch["status"][k]), str(batch["message"][k]))
-                    continue
-                ledger.records[i] = np.frombuffer(batch["record"][k], dtype=np.float32)
-                ledger.features[i] = np.frombuffer(batch["feature"][k], dtype=np.float32)
-                done.append(i)
-            ledger.save(done)
-            ledger.bar.update(len(batch["row"]) - sum(batch["status"] == NOT_ON_NODE))
+        with _ray_data_settings(ray):
+            # Every block is made by the driver, so Ray Data's locality would queue them all on the
+            # driver's node; one block in flight per actor hands the next block to whichever is free.
+            results = self._dataset(ray, ledger.samples, jobs, data, block).map_batches(
+                _FaceEmbedder, batch_size=block, batch_format="numpy", num_cpus=1, fn_constructor_kwargs=arguments,
+                compute=ray.data.ActorPoolStrategy(size=pool, max_tasks_in_flight_per_actor=1))
+            for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+                done = []
+                for k, i in enumerate(batch["row"].tolist()):
+                    if batch["status"][k] == NOT_ON_NODE:
+                        unread.append(by_row[i])
+                        continue
+                    node = str(batch["node"][k])
+                    ledger.nodes[node] = ledger.nodes.get(node, 0) + 1
+                    ledger.seconds["detect"] += float(batch["detect_seconds"][k])
+                    ledger.seconds["embed"] += float(batch["embed_seconds"][k])
+                    if batch["status"][k] != OK:
+                        ledger.failed(i, str(batch["status"][k]), str(batch["message"][k]))
+                        continue
+                    ledger.records[i] = np.frombuffer(batch["record"][k], dtype=np.float32)
+                    ledger.features[i] = np.frombuffer(batch["feature"][k], dtype=np.float32)
+                    done.append(i)
+                ledger.save(done)
+                ledger.bar.update(len(batch["row"]) - int(np.sum(batch["status"] == NOT_ON_NODE)))
         return unread
 
     @staticmethod
@@ -280,9 +284,10 @@ class RayEngine:
         return ray.data.from_arrow(blocks)
 
 
-def _ray_data_settings(ray, batches):
-    """Iterate with Ray Data's own progress and chatter off (ours is the bar) and the whole actor
-    pool started before work is handed out, then put the settings back."""
+@contextlib.contextmanager
+def _ray_data_settings(ray):
+    """Ray Data's own progress and chatter off (ours is the bar), and the whole actor pool started
+    before work is handed out, while a dataset is made and run; then the settings put back."""
     context = ray.data.DataContext.get_current()
     saved = context.enable_progress_bars, context.print_on_execution_start, context.wait_for_min_actors_s
     context.enable_progress_bars, context.print_on_execution_start = False, False
@@ -291,7 +296,7 @@ def _ray_data_settings(ray, batches):
     level = ray_data_log.level
     ray_data_log.setLevel(logging.ERROR)
     try:
-        yield from batches
+        yield
     finally:
         ray_data_log.setLevel(level)
         context.enable_progress_bars, context.print_on_execution_start, context.wait_for_min_actors_s = saved
