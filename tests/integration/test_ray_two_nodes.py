@@ -25,15 +25,14 @@ import pytest
 
 from facecluster.dataset import discover
 from facecluster.engines.local import LocalEngine
-from facecluster.features import make_extractor
 from facecluster.pipeline import run
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
-from tests.conftest import make_dataset, synthetic_face
+from tests.conftest import TinyColourFeatures, make_dataset, synthetic_face
 
 ray = pytest.importorskip("ray", reason="the ray engine needs Ray, an optional extra: pip install 'facecluster[ray]'")
 
-SOURCES = Path(__file__).resolve().parents[2] / "src"
+REPOSITORY = Path(__file__).resolve().parents[2]
 NODE_START_SECONDS = 90
 
 # Logs, from every process of the cluster, what it writes under FACECLUSTER_TEST_WATCH.
@@ -89,10 +88,12 @@ def _wait_started(process: subprocess.Popen, log: Path, what: str) -> None:
     raise RuntimeError(f"the Ray {what} did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to `ray start --block` stops that node's processes (and only them)."""
-    if process.poll() is None:
-        process.terminate()
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to `ray start --block` stops that node's processes (and only them); all nodes at once."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -115,10 +116,12 @@ def two_nodes(tmp_path_factory):
     # The nodes get facecluster from their own path, the driver's model cache (conftest's
     # isolated_cache: models converted once per session) and no token authentication, which
     # Ray >= 2.5x turns on by default when a token sits in ~/.ray (the test's cluster is private).
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(SOURCES)]),
+    # (The repository root too, so that the nodes can unpickle the tests' own stand-in extractor.)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(REPOSITORY / "src"), str(REPOSITORY)]),
            "FACECLUSTER_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "facecluster-cache"),
            "FACECLUSTER_TEST_WATCH": str(watch), "FACECLUSTER_TEST_WRITES": str(root / "writes.log"),
-           "RAY_AUTH_MODE": "disabled"}
+           "RAY_AUTH_MODE": "disabled",
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # nothing to drain: the driver has left by then
     port = _free_port()
     nodes = {"head": ["--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", str(root / "r")],
              "worker": ["--address", f"127.0.0.1:{port}"]}
@@ -140,8 +143,7 @@ def two_nodes(tmp_path_factory):
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        for process in reversed(processes):
-            _stop(process)
+        _stop(processes)
         if saved_auth is None:
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
@@ -259,7 +261,7 @@ def test_a_node_that_cannot_read_an_image_at_the_drivers_path_gets_its_bytes_fro
         for relpath in other:  # another picture at the same path: its SHA-256 gives it away
             synthetic_face(rng, "real").save(cwd / relpath, quality=90)
 
-    extractor = make_extractor(config.features)
+    extractor = TinyColourFeatures()  # the crops' colours: what is tested here is where the bytes come from
     store_root = two_nodes["watch"] / "store-sent"
     on_ray = RayEngine().extract(moved, config.faces, extractor, FeatureStore(store_root), progress=False)
     local = LocalEngine(workers=0).extract(samples, config.faces, extractor, FeatureStore(tmp_path / "local-store"),
