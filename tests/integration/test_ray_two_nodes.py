@@ -115,7 +115,7 @@ def two_nodes(tmp_path_factory):
     (hooks / "sitecustomize.py").write_text(WRITE_AUDIT)
     # The nodes get facecluster from their own path, the driver's model cache (conftest's
     # isolated_cache: models converted once per session) and no token authentication, which
-    # Ray >= 2.5x turns on by default when a token sits in ~/.ray (the test's cluster is private).
+    # Ray 2.60 turns on by default when a token sits in ~/.ray (the test's cluster is private).
     # (The repository root too, so that the nodes can unpickle the tests' own stand-in extractor.)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(REPOSITORY / "src"), str(REPOSITORY)]),
            "FACECLUSTER_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "facecluster-cache"),
