@@ -37,7 +37,7 @@ def _crop_job(job):
 
     path, name, config = job
     init_worker(config)
-    return face_work((path, name, None, config))
+    return face_work((path, name, None, config, None))
 
 
 def dev_crops(samples: list[Sample], detector: str = "mtcnn", workers: int = 2) -> dict[str, np.ndarray]:

@@ -209,7 +209,8 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "scoring": write_scores(out, dataset, extraction, model, assignments, synthetic),
         "provenance": provenance(config, engine=engine.name),
         "timings": {"extract_seconds": round(extract_seconds, 3), **{f"{k}_seconds": round(v, 3) for k, v in extraction.seconds.items()},
-                    "computed": extraction.computed, "total_seconds": round(time.perf_counter() - started, 3)},
+                    "computed": extraction.computed, "total_seconds": round(time.perf_counter() - started, 3),
+                    **({"nodes": extraction.nodes, "sent_by_driver": extraction.sent_by_driver} if extraction.nodes else {})},
     }
     write_text(out / "config.toml", dump_config(config))
     try:

@@ -50,6 +50,8 @@ class Extraction:
     messages: list[str | None]
     computed: dict[str, int] = field(default_factory=dict)  # how much was computed, not read from cache
     seconds: dict[str, float] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)  # images worked on per Ray node id (empty for local)
+    sent_by_driver: int = 0  # images whose bytes the driver sent because a node could not read them
 
 
 class FaceResult(NamedTuple):
@@ -80,17 +82,31 @@ def init_worker(faces_config: FacesConfig) -> None:
 
 
 def face_work(job) -> FaceResult:
-    """Decode one image, find its face (unless its record is given, from the store) and crop it.
+    """Read one image, find its face (unless its record is given, from the store) and crop it.
 
     ``job`` is ``(path, name, cached face record or None, faces config, image reader or None)``;
     the reader (`facecluster.features.image.image_reader`) computes the image families' vector
     from the decoded image, face or no face.
     """
     path, name, record, faces_config, reader = job
+    started = time.perf_counter()
+    try:
+        data = read_bytes(path, name)
+    except ImageError as error:
+        return FaceResult(None, None, (error.code, str(error)), 0.0, 0.0)
+    read_seconds = time.perf_counter() - started
+    result = face_work_on_bytes(data, name, record, faces_config, reader)
+    if result.error is None:  # reading has always counted as decoding
+        result = result._replace(decode_seconds=result.decode_seconds + read_seconds)
+    return result
+
+
+def face_work_on_bytes(data: bytes, name: str, record, faces_config: FacesConfig, reader=None) -> FaceResult:
+    """`face_work` on an image's bytes already read (by this worker, or sent by the driver)."""
     init_worker(faces_config)
     try:
         started = time.perf_counter()
-        rgb = decode_rgb(read_bytes(path, name), name)
+        rgb = decode_rgb(data, name)
         decoded = time.perf_counter()
         if record is None:
             record = locate_face(rgb, _worker_detector, faces_config)
@@ -173,6 +189,8 @@ class Ledger:
         self.messages: list[str | None] = [None] * n
         self.computed = {"faces": 0, "features": 0}
         self.seconds = {name: 0.0 for name in seconds}
+        self.nodes: dict[str, int] = {}  # images worked on per Ray node (the ray engine fills it)
+        self.sent_by_driver = 0
         self._copies: list[tuple[int, int]] = []  # (row, row of the first image with the same content)
         self._stored_face: set[int] = set()  # rows computed from a stored face record
 
@@ -233,4 +251,5 @@ class Ledger:
         for i, state in enumerate(status):
             if state == OK and not has_face[i]:
                 status[i] = NO_FACE
-        return Extraction(self.features.result(), records, status, messages, self.computed, self.seconds)
+        return Extraction(self.features.result(), records, status, messages, self.computed, self.seconds,
+                          dict(self.nodes), self.sent_by_driver)
