@@ -101,3 +101,10 @@ def tiny_extractor(monkeypatch):
 
     monkeypatch.setitem(features.EXTRACTORS, "tiny", TinyColourFeatures)
     return "tiny"
+
+
+def pytest_collection_modifyitems(items):
+    """The two-node Ray tests first: a process that ran a local Ray instance and shut it down cannot
+    join another cluster afterwards (Ray Data keeps the first session's state; its tasks then fail
+    with OwnerDiedError), so they must join before any test starts a local one."""
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/integration/test_ray_two_nodes.py") else 1)
