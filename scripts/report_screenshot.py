@@ -39,7 +39,7 @@ def main() -> int:
     report = args.run_dir / "report.html"
     print(f"report: {report} ({report.stat().st_size / 1e6:.1f} MB)")
 
-    with chromium_page(width=1360, height=1720) as page:
+    with chromium_page(width=1360, height=2260) as page:  # down to the scatter, below the ranked faces
         page.goto(report.as_uri())
         wait_for_plots(page, len(results["methods"]))
         paths = row_data(page, "path")

@@ -19,13 +19,16 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from facecluster.atomic import write_atomically
 from facecluster.errors import FaceclusterError
 from facecluster.records import NO_FACE, USABLE
+from facecluster.report.ranking import score_context
 from facecluster.report.thumbnails import THUMBNAIL_SIZE, face_thumbnails, file_data_uri
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
 TEMPLATES = Path(__file__).parent / "templates"
-METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."), ("ari", "ARI"), ("nmi", "NMI"))
+METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc."), ("roc_auc", "ROC AUC"),
+           ("average_precision", "AP"), ("ari", "ARI"), ("nmi", "NMI"))
+NO_LABELLED_IMAGES = "no image has a given label to score against (the synthetic scores are in the score table file)"
 
 
 class ReportError(FaceclusterError, ValueError):
@@ -74,6 +77,16 @@ def cluster_ids(keys) -> list[str]:
     return sorted((k for k in keys if k not in ("-1", "noise")), key=int) + (["noise"] if noise else [])
 
 
+def _absent_reason(results: dict, name: str, method: dict) -> str | None:
+    """Why a method's row of the score table is empty ("–"), or None when it has scores."""
+    if any(method.get("scores", {}).values()):
+        return None
+    if not method.get("mapping"):
+        return (results.get("scoring") or {}).get("why_no_scores") or \
+            "the clusters are not named: give some labels (--labels FILE) or name them (facecluster name)"
+    return NO_LABELLED_IMAGES
+
+
 def _score_rows(results: dict, splits: list[str]) -> list[dict]:
     last = splits[-1] if splits else None
     best = max((m["scores"].get(last, {}).get("accuracy") or -1 for m in results["methods"].values()), default=-1)
@@ -82,6 +95,7 @@ def _score_rows(results: dict, splits: list[str]) -> list[dict]:
         cells = [_number(method["scores"].get(split, {}).get(key)) for split in splits for key, _ in METRICS]
         rows.append({"name": name, "algorithm": method["algorithm"], "params": _params(method.get("params", {})),
                      "n_clusters": method["n_clusters"], "cells": cells,
+                     "absent": _absent_reason(results, name, method),
                      "best": best >= 0 and method["scores"].get(last, {}).get("accuracy") == best})
     return rows
 
@@ -170,6 +184,8 @@ def report_context(run_dir: Path, results: dict, thumbs: list[str | None], notes
                        for s, c in counts.items()],
         "count_totals": [sum(c.get(label, 0) for c in counts.values()) for label in labels],
         "score_rows": _score_rows(results, splits),
+        "synthetic": score_context(results, thumbs),
+        "selection_columns": {"methods": [{"name": name, "column": f"c{j}"} for j, name in enumerate(results["methods"])]},
         "methods": methods,
         "explained": [f"{100 * v:.1f} %" for v in reduce.get("explained_variance_ratio", [])],
         "no_face": [{**entry, "thumb": thumbs[i]} for i, entry in enumerate(images) if entry.get("status") == NO_FACE],

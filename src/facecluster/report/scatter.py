@@ -5,12 +5,27 @@ All figures share one data source (the thumbnails are embedded once) and one pai
 are filled while the other splits are hollow. Hovering shows the nearest visible point's face
 in the page's own tooltip (``#fc-tip``), filled in with ``textContent`` and ``img.src`` only,
 so nothing from the user's data is ever parsed as HTML.
+
+The box and lasso tools select the visible points of a figure (a point hidden from the legend is
+not selected); the selection lives in the shared source, so it shows in every figure, and the
+page's "Download selection (CSV)" button (``report.js``) writes the selected rows in the browser.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from bokeh.models import CDSView, ColumnDataSource, CustomJS, DataRange1d, HoverTool, IndexFilter, Legend, LegendItem
+from bokeh.models import (
+    BoxSelectTool,
+    CDSView,
+    ColumnDataSource,
+    CustomJS,
+    DataRange1d,
+    HoverTool,
+    IndexFilter,
+    LassoSelectTool,
+    Legend,
+    LegendItem,
+)
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -37,8 +52,11 @@ const tip = window.facecluster && window.facecluster.tip;
 if (!tip) return;
 if (best < 0) { tip.hide(); return; }
 tip.show({thumb: d.thumb[best], path: d.path[best], label: d.label[best], split: d.split[best],
-          cluster: d[columns.cluster][best], mapped: d[columns.mapped][best]});
+          cluster: d[columns.cluster][best], mapped: d[columns.mapped][best], score: d.score[best]});
 """
+
+# Tells the page's download button how many points are selected (report.js keeps the rest).
+SELECTION_JS = "if (window.facecluster && window.facecluster.selection) window.facecluster.selection.changed(cb_obj.indices);"
 
 
 def cluster_colour(position: int) -> str:
@@ -60,7 +78,14 @@ def _swatch(fig: figure, targets: list, **style):
 
 
 def _source(results: dict, reduced: np.ndarray, thumbs: list[str | None], rows: np.ndarray) -> ColumnDataSource:
+    """One row per drawn point: coordinates, face, path, labels, per method its cluster, name and renderer.
+
+    ``score`` is the scoring method's synthetic score (NaN where none); ``given`` the given label,
+    empty when unlabelled (``label`` shows "unlabelled" instead).
+    """
     images = [results["images"][i] for i in rows]
+    scoring_method = (results.get("scoring") or {}).get("method")
+    scores = [((entry.get("scores") or {}).get(scoring_method) if scoring_method else None) for entry in images]
     coords = reduced[rows]
     data = {
         "x": coords[:, 0].astype(float),
@@ -68,7 +93,9 @@ def _source(results: dict, reduced: np.ndarray, thumbs: list[str | None], rows: 
         "thumb": [thumbs[i] or "" for i in rows],
         "path": [entry["path"] for entry in images],
         "label": [entry["label"] or "unlabelled" for entry in images],
+        "given": [entry["label"] or "" for entry in images],
         "split": [entry["split"] for entry in images],
+        "score": np.array([np.nan if v is None else float(v) for v in scores], dtype=float),
     }
     for j, (name, method) in enumerate(results["methods"].items()):
         clusters = [entry["clusters"].get(name) for entry in images]
@@ -140,6 +167,8 @@ def _method_figure(j: int, name: str, method: dict, source: ColumnDataSource, x_
                                   columns={"cluster": f"c{j}", "mapped": f"m{j}", "renderer": f"r{j}"}),
                         code=HOVER_JS)
     fig.add_tools(HoverTool(renderers=[hover_target], tooltips=None, callback=callback))
+    # Selecting on the drawn renderers (not the hover target) leaves legend-hidden points out.
+    fig.add_tools(BoxSelectTool(renderers=renderers), LassoSelectTool(renderers=renderers))
     return fig
 
 
@@ -149,6 +178,7 @@ def scatter_figures(results: dict, reduced: np.ndarray, thumbs: list[str | None]
     if len(rows) == 0 or not results["methods"]:
         return []
     source = _source(results, reduced, thumbs, rows)
+    source.selected.js_on_change("indices", CustomJS(code=SELECTION_JS))
     dims = reduced.shape[1]
     subtitle = "PCA component" if results["reduce"].get("steps", ["pca"])[-1] == "pca" else "component"
     if dims < 2:

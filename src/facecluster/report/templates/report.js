@@ -39,10 +39,65 @@ window.facecluster.tip = (function () {
       }
       path.textContent = point.path;
       meta.textContent = "true: " + point.label + " (" + point.split + ") · cluster " + point.cluster +
-        (point.cluster === "noise" ? "" : " → " + point.mapped);
+        (point.cluster === "noise" ? "" : " → " + point.mapped) +
+        (Number.isFinite(point.score) ? " · score " + point.score.toFixed(3) : "");
       tip.hidden = false;
       place();
     },
     hide: function () { tip.hidden = true; }
+  };
+})();
+
+// The scatter's box/lasso selection, downloaded as a CSV made here in the browser (no server).
+// Columns: path, split, given_label, label (blank, for the user to fill in: the file is then a
+// labels file for --labels), cluster_<method> per method (blank for noise), score.
+window.facecluster.selection = (function () {
+  const button = document.getElementById("fc-download");
+  const count = document.getElementById("fc-selected");
+  const spec = document.getElementById("fc-selection-columns");
+  let indices = [];
+
+  function cell(value) {
+    const text = value === null || value === undefined ? "" : String(value);
+    return /[",\r\n]/.test(text) || text !== text.trim() ? '"' + text.replace(/"/g, '""') + '"' : text;
+  }
+
+  function points() {
+    return Bokeh.documents[0].get_model_by_name("points").data;
+  }
+
+  function csv() {
+    const columns = JSON.parse(spec.textContent);
+    const d = points();
+    const header = ["path", "split", "given_label", "label"].concat(columns.methods.map(m => "cluster_" + m.name), ["score"]);
+    const lines = [header.map(cell).join(",")];
+    for (const i of [...indices].sort((a, b) => a - b)) {
+      const clusters = columns.methods.map(m => (d[m.column][i] === "noise" ? "" : d[m.column][i]));
+      const score = Number.isFinite(d.score[i]) ? d.score[i].toFixed(6) : "";
+      lines.push([d.path[i], d.split[i], d.given[i], ""].concat(clusters, [score]).map(cell).join(","));
+    }
+    return lines.join("\r\n") + "\r\n";
+  }
+
+  function download() {
+    if (!indices.length) return;
+    const url = URL.createObjectURL(new Blob([csv()], {type: "text/csv;charset=utf-8"}));
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = "facecluster-selection.csv";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);  // after the download has started
+  }
+
+  if (button) button.addEventListener("click", download);
+  return {
+    changed: function (selected) {
+      indices = Array.from(selected);
+      if (count) count.textContent = indices.length + " point" + (indices.length === 1 ? "" : "s") + " selected";
+      if (button) button.disabled = indices.length === 0;
+    },
+    csv: csv
   };
 })();
