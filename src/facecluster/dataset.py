@@ -330,7 +330,7 @@ def _from_csv(csv_path: Path, config: DatasetConfig) -> Dataset:
     fields, rows = _csv_rows(csv_path)
     where = display_name(csv_path)
     if "path" not in fields:
-        raise DatasetError(f"{where}: no 'path' column; the header must be path[,label][,split]")
+        raise DatasetError(f"{where}: missing column 'path'; the header must be path[,label][,split]")
     walk = _Walk(root, config.follow_links_outside_root)
     samples = []
     for line, row in rows:

@@ -59,8 +59,21 @@ def write_table(frame, stem: Path) -> tuple[Path, Path]:
 
     stem = Path(stem)
     csv_path, parquet_path = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
-    write_atomically(csv_path, frame.to_csv(index=False))
+    # A file name that is not UTF-8 holds lone surrogates (os.fsdecode): the CSV gets its original
+    # bytes back (surrogateescape); Parquet strings must be UTF-8, so there such bytes read \xNN.
+    write_atomically(csv_path, frame.to_csv(index=False).encode("utf-8", "surrogateescape"))
+    text = frame.select_dtypes(include=["string", "object"]).columns
+    safe = frame.copy()
+    for column in text:
+        safe[column] = frame[column].map(_utf8, na_action="ignore")
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    safe.to_parquet(buffer, index=False)
     write_atomically(parquet_path, buffer.getvalue())
     return csv_path, parquet_path
+
+
+def _utf8(value):
+    """``value`` with lone surrogates (undecodable file-name bytes) written as ``\\xNN``."""
+    if not isinstance(value, str):
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

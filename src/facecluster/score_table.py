@@ -20,6 +20,13 @@ COLUMNS = ("path", "sha256", "split", "given_label", "status", "reason", "box_x"
            "confidence", "method", "cluster", "label", "score", "rank")
 
 
+def _text(values: list):
+    """A column of Python str (or None), kept as objects: see the note in `score_frame`."""
+    import pandas as pd
+
+    return pd.Series(values, dtype=object)
+
+
 def score_frame(samples, status, messages, records: np.ndarray, method: str | None, clusters: np.ndarray | None,
                 predicted: np.ndarray | None, scores: np.ndarray | None):
     """The table as a pandas DataFrame, in the samples' order (see the module's columns).
@@ -38,20 +45,20 @@ def score_frame(samples, status, messages, records: np.ndarray, method: str | No
     score_values = np.asarray(scores, dtype=float) if scores is not None else np.full(n, np.nan)
     ranks = rank_of(score_values)
     frame = pd.DataFrame({
-        "path": [s.relpath for s in samples],
-        "sha256": [s.sha256 or None for s in samples],
-        "split": [s.split for s in samples],
-        "given_label": [s.label for s in samples],
-        "status": list(status),
-        "reason": [m or None for m in messages],
+        "path": _text([s.relpath for s in samples]),
+        "sha256": _text([s.sha256 or None for s in samples]),
+        "split": _text([s.split for s in samples]),
+        "given_label": _text([s.label for s in samples]),
+        "status": _text(list(status)),
+        "reason": _text([m or None for m in messages]),
         "box_x": boxes[:, 0], "box_y": boxes[:, 1], "box_w": boxes[:, 2], "box_h": boxes[:, 3],
         "confidence": [round(f.confidence, 4) if f.found else np.nan for f in faces],
-        "method": [method] * n,
+        "method": _text([method] * n),
         "cluster": cluster_values,
-        "label": list(predicted) if predicted is not None else [None] * n,
+        "label": _text(list(predicted) if predicted is not None else [None] * n),
         "score": score_values,
         "rank": pd.array([int(r) if r > 0 else None for r in ranks], dtype="Int64"),
     }, columns=list(COLUMNS))
-    for column in ("path", "sha256", "split", "given_label", "status", "reason", "method", "label"):
-        frame[column] = frame[column].astype("string")
+    # Text stays Python str (object): pandas' Arrow-backed "string" refuses a file name that is not
+    # UTF-8 (os.fsdecode's lone surrogates); `outputs.write_table` escapes those for Parquet only.
     return frame

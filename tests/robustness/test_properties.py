@@ -156,7 +156,7 @@ def _discover_csv(content: bytes) -> Dataset | None:
         for sample in dataset.samples:
             assert Path(os.path.realpath(sample.path)).is_relative_to(real_root), sample
             assert not sample.relpath.startswith("..") and not os.path.isabs(sample.relpath)
-            assert sample.label in ("real", "fake") and sample.split in ("train", "valid", "test")
+            assert sample.label in ("real", "fake", None) and sample.split in ("train", "valid", "test")  # None: blank
         for item in dataset.skipped:
             assert item["code"] == "outside_root" and "\n" not in item["message"]
         return dataset

@@ -250,3 +250,15 @@ def test_naming_from_a_labelled_scores_csv(tmp_path, tiny_extractor, store):
     assert np.mean([label == truth[path] for path, label in zip(named["path"], named["label"])]) > 0.9
     both = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "0=fake", "--labels", str(tmp_path / "six.csv")])
     assert both.exit_code == 2 and "either cluster names" in both.output
+
+
+def test_a_file_name_that_is_not_utf8_keeps_its_row_in_both_tables(tmp_path, tiny_extractor, store):
+    import os
+
+    data = make_dataset(tmp_path / "data", {"train": {"real": 4, "fake": 4}})
+    source = next((data / "train" / "fake").glob("*.jpg"))
+    os.rename(source, os.path.join(os.fsencode(source.parent), b"caf\xe9.jpg"))
+    run(data, _config(), tmp_path / "run", store=store, engine=LocalEngine(workers=0), progress=False)
+    assert b"train/fake/caf\xe9.jpg" in (tmp_path / "run" / "scores.csv").read_bytes()  # the name's own bytes
+    paths = pd.read_parquet(tmp_path / "run" / "scores.parquet")["path"].tolist()
+    assert "train/fake/caf\\xe9.jpg" in paths and len(paths) == 8  # Parquet is UTF-8: the byte is escaped
