@@ -235,9 +235,8 @@ class FaceModel(BaseEstimator):
 
     def fake_clusters(self, method: str) -> list[int]:
         """The ids of ``method``'s clusters named "fake"."""
-        named = self.mappings_[method]
         ids = self.densities_[method].clusters_
-        return [int(c) for c, label in zip(ids, apply_mapping(ids, named["mapping"], named["default"])) if label == "fake"]
+        return ids[self.names_of(ids, method) == "fake"].tolist()
 
     def _log_odds(self, reduced: np.ndarray, method: str) -> np.ndarray:
         return self.densities_[method].log_odds(reduced, self.fake_clusters(method))
@@ -369,7 +368,6 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
     model = FaceModel(reduce=reduce, methods=methods, seed=seed, blocks=blocks, naming=naming, **(model_params or {}))
     reduced, clusters = model.fit_rows(features, usable, train, record_errors=record_errors)
     model.name_clusters(clusters, labels, train & labelled, reduced)
-    present = [s for s in SPLIT_ORDER if (splits == s).any()]
     results: dict[str, Any] = {}
     synthetic: dict[str, np.ndarray] = {}
     for name, method in methods.items():
@@ -377,24 +375,14 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
             results[name] = {"algorithm": method.algorithm, "params": method.params, "error": model.fit_errors_[name]}
             continue
         started = time.perf_counter()
-        fitted, assigned, named = model.clusterers_[name], clusters[name], model.mappings_.get(name)
-        scores = {}
-        if named is not None:
-            if name in model.densities_:
-                synthetic[name] = model.score_reduced(reduced, name)
-            scores = score_splits(labels, splits, usable & labelled, assigned, named["mapping"], named["default"],
-                                  reduced, n_resamples=n_resamples, seed=seed, synthetic=synthetic.get(name))
+        fitted, assigned = model.clusterers_[name], clusters[name]
+        if name in model.mappings_ and name in model.densities_:
+            synthetic[name] = model.score_reduced(reduced, name)
         results[name] = {
-            "algorithm": method.algorithm,
-            "params": method.params,
+            **method_evaluation(model, name, assigned, labels, splits, usable, reduced, synthetic.get(name),
+                                n_resamples=n_resamples, seed=seed),
             "n_clusters": n_clusters_of(fitted, assigned[train]),
             "bandwidth": getattr(fitted, "bandwidth_", None),
-            "mapping": {str(k): v for k, v in sorted(named["mapping"].items())} if named else None,
-            "mapping_source": named["source"] if named else None,
-            "calibration": list(named["calibration"]) if named and named["calibration"] else None,
-            "clusters": {split: cluster_summary(assigned[usable & (splits == split)], labels[usable & (splits == split)])
-                         for split in present},
-            "scores": scores,
             "train_criteria": {
                 "silhouette": silhouette(reduced[train], assigned[train], seed=seed),
                 "cv_mapping_balanced_accuracy": cross_validated_mapping_score(
@@ -408,6 +396,32 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
     model.default_method_ = _default_method(model, results)
     return model, {"usable": usable, "train": train, "reduced": reduced, "clusters": clusters,
                    "synthetic": synthetic, "methods": results}
+
+
+def method_evaluation(model: FaceModel, name: str, assigned: np.ndarray, labels: np.ndarray, splits: np.ndarray,
+                      usable: np.ndarray, reduced: np.ndarray, synthetic: np.ndarray | None = None, *,
+                      n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """One method's clusters on a dataset under the model's names: mapping, members per split, scores.
+
+    What `fit_and_evaluate` (on the fitting data) and scoring (on new data) both report. The
+    scores are on the usable, labelled rows of each split, and ``{}`` while nothing names the
+    clusters.
+    """
+    method, named = model.methods[name], model.mappings_.get(name)
+    labels = np.asarray(labels, dtype=object)
+    present = [s for s in SPLIT_ORDER if (splits == s).any()]
+    return {
+        "algorithm": method.algorithm,
+        "params": method.params,
+        "mapping": {str(k): v for k, v in sorted(named["mapping"].items())} if named else None,
+        "mapping_source": named["source"] if named else None,
+        "calibration": list(named["calibration"]) if named and named["calibration"] else None,
+        "clusters": {split: cluster_summary(assigned[usable & (splits == split)], labels[usable & (splits == split)])
+                     for split in present},
+        "scores": (score_splits(labels, splits, usable & labelled_rows(labels), assigned, named["mapping"],
+                                named["default"], reduced, n_resamples=n_resamples, seed=seed, synthetic=synthetic)
+                   if named else {}),
+    }
 
 
 def _default_method(model: FaceModel, results: dict[str, Any]) -> str | None:

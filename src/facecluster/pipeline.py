@@ -69,6 +69,16 @@ def draw_montages(out: Path, name: str, dataset: Dataset, extraction: Extraction
     return files
 
 
+def draw_method_figures(out: Path, name: str, dataset: Dataset, extraction: Extraction, reduced: np.ndarray,
+                        clusters: np.ndarray, usable: np.ndarray, config: Config, title: str) -> dict:
+    """One method's scatter (usable rows) and its cluster montages; their file names for results.json."""
+    labels = np.array([s.label for s in dataset.samples], dtype=object)
+    splits = np.array([s.split for s in dataset.samples], dtype=object)
+    scatter = scatter_png(out / f"scatter-{name}.png", reduced[usable], clusters[usable], labels[usable],
+                          splits[usable], title)
+    return {"scatter": scatter.name, "montages": draw_montages(out, name, dataset, extraction, clusters, config)}
+
+
 def image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[str, np.ndarray],
                    synthetic: dict[str, np.ndarray]) -> list[dict]:
     entries = []
@@ -119,14 +129,21 @@ def face_counts(config: Config, extraction: Extraction) -> dict:
             "failed": int(sum(s not in USABLE for s in extraction.status))}
 
 
+def scores_frame(dataset: Dataset, extraction: Extraction, model, assignments: dict[str, np.ndarray],
+                 synthetic: dict[str, np.ndarray], method: str):
+    """The per-image table (`facecluster.score_table`) under ``method``: names and scores once it is named."""
+    named = method in model.mappings_
+    return score_frame(dataset.samples, extraction.status, extraction.messages, extraction.records, method,
+                       assignments.get(method), model.names_of(assignments[method], method) if named else None,
+                       synthetic.get(method))
+
+
 def write_scores(out: Path, dataset: Dataset, extraction: Extraction, model, assignments: dict[str, np.ndarray],
                  synthetic: dict[str, np.ndarray], method: str | None = None) -> dict:
     """scores.csv and scores.parquet under ``method`` (the model's default); what results.json says about them."""
     method = method or model._method(None)
     named = method in model.mappings_
-    predicted = model.names_of(assignments[method], method) if named else None
-    frame = score_frame(dataset.samples, extraction.status, extraction.messages, extraction.records, method,
-                        assignments.get(method), predicted, synthetic.get(method))
+    frame = scores_frame(dataset, extraction, model, assignments, synthetic, method)
     csv_path, parquet_path = write_table(frame, out / "scores")
     return {"method": method, "named": named, "table": [csv_path.name, parquet_path.name],
             "n_scored": int(frame["score"].notna().sum()),
@@ -178,12 +195,9 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     methods, assignments, synthetic = evaluation["methods"], evaluation["clusters"], evaluation["synthetic"]
     usable, reduced, reducer = evaluation["usable"], evaluation["reduced"], model.reducer_
     labelled = labelled_rows(labels)
-    shown_labels = np.array([label or "unlabelled" for label in labels], dtype=object)
     for name in [m for m in methods if m in assignments]:
-        scatter = scatter_png(out / f"scatter-{name}.png", reduced[usable], assignments[name][usable],
-                              shown_labels[usable], splits[usable], f"{name}: clusters of {extractor.name} features")
-        methods[name]["figures"] = {"scatter": scatter.name,
-                                    "montages": draw_montages(out, name, dataset, extraction, assignments[name], config)}
+        methods[name]["figures"] = draw_method_figures(out, name, dataset, extraction, reduced, assignments[name],
+                                                       usable, config, f"{name}: clusters of {extractor.name} features")
     np.save(out / "reduced.npy", reduced.astype(np.float32), allow_pickle=False)
 
     problems = problem_entries(dataset, extraction, usable, extractor.name)

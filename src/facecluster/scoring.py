@@ -21,24 +21,22 @@ from facecluster.dataset import Dataset, discover, from_paths
 from facecluster.engines import Engine, Extraction
 from facecluster.engines.local import LocalEngine
 from facecluster.errors import ModelError
-from facecluster.evaluate import cluster_summary, labelled_rows
 from facecluster.features import Extractor, cues_of, make_extractor
-from facecluster.model import FaceModel
+from facecluster.model import FaceModel, method_evaluation
 from facecluster.model_io import MANIFEST
 from facecluster.outputs import provenance, write_json, write_text
 from facecluster.pipeline import (
     dataset_summary,
-    draw_montages,
+    draw_method_figures,
     face_counts,
     image_entries,
     problem_entries,
+    scores_frame,
     write_scores,
 )
-from facecluster.protocol import score_splits, usable_rows
+from facecluster.protocol import usable_rows
 from facecluster.reduce import describe_reducer
-from facecluster.report.figures import scatter_png
 from facecluster.report.html import write_report
-from facecluster.score_table import score_frame
 from facecluster.store import FeatureStore
 
 SCHEMA_VERSION = 1
@@ -126,7 +124,8 @@ class FittedModel:
         """
         dataset = discover(Path(images)) if isinstance(images, (str, Path)) else from_paths(images)
         scored = self.apply(dataset, method, store=store, engine=engine, progress=progress)
-        return _frame(self.model, scored)
+        return scores_frame(scored.dataset, scored.extraction, self.model, scored.clusters, scored.synthetic,
+                            scored.method)
 
     def apply(self, dataset: Dataset, method: str | None = None, *, store: FeatureStore | None = None,
               engine: Engine | None = None, progress: bool = False) -> Scored:
@@ -138,9 +137,6 @@ class FittedModel:
         extraction = (engine or LocalEngine()).extract(dataset.samples, faces, extractor, store or FeatureStore(),
                                                         progress=progress)
         usable = usable_rows(extraction.status, extraction.features)
-        if extraction.features.shape[1] != model.n_features_in_:
-            raise ModelError(f"features have {extraction.features.shape[1]} columns; the model expects "
-                             f"{model.n_features_in_}")
         reduced = model.transform(np.where(usable[:, None], extraction.features, np.nan))  # unusable rows: NaN
         clusters = {name: model.assign(reduced, name) for name in model.clusterers_}
         synthetic = {name: model.score_reduced(reduced, name) for name in model.clusterers_
@@ -148,39 +144,9 @@ class FittedModel:
         return Scored(dataset, extraction, usable, reduced, clusters, synthetic, method)
 
 
-def _frame(model: FaceModel, scored: Scored):
-    method = scored.method
-    named = method in model.mappings_
-    extraction = scored.extraction
-    return score_frame(scored.dataset.samples, extraction.status, extraction.messages, extraction.records, method,
-                       scored.clusters[method], model.names_of(scored.clusters[method], method) if named else None,
-                       scored.synthetic.get(method))
-
-
 def load_model(path: Path) -> FittedModel:
     """The model saved in ``path`` (a model folder, or a run/fit folder holding ``model/``), read as data only."""
     return FittedModel.load(path)
-
-
-def _method_results(model: FaceModel, scored: Scored, labels: np.ndarray, splits: np.ndarray, seed: int) -> dict:
-    usable, labelled = scored.usable, labelled_rows(labels)
-    present = [s for s in ("train", "valid", "test") if (splits == s).any()]
-    out = {}
-    for name, assigned in scored.clusters.items():
-        method = model.methods[name]
-        named = model.mappings_.get(name)
-        out[name] = {
-            "algorithm": method.algorithm, "params": method.params,
-            "n_clusters": int(len(model.densities_[name].clusters_)) if name in model.densities_ else None,
-            "mapping": {str(k): v for k, v in sorted(named["mapping"].items())} if named else None,
-            "mapping_source": named["source"] if named else None,
-            "clusters": {split: cluster_summary(assigned[usable & (splits == split)], labels[usable & (splits == split)])
-                         for split in present},
-            "scores": (score_splits(labels, splits, usable & labelled, assigned, named["mapping"], named["default"],
-                                    scored.reduced, n_resamples=1000, seed=seed, synthetic=scored.synthetic.get(name))
-                       if named else {}),
-        }
-    return out
 
 
 def score_folder(source: Path, model_path: Path, out: Path, dataset_config: DatasetConfig | None = None,
@@ -206,14 +172,18 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
                     methods=model.methods, seed=model.seed)
     labels = np.array([s.label for s in dataset.samples], dtype=object)
     splits = np.array([s.split for s in dataset.samples], dtype=object)
-    methods = _method_results(model, scored, labels, splits, model.seed)
-    shown = np.array([label or "unlabelled" for label in labels], dtype=object)
     usable = scored.usable
-    for name in methods:
-        scatter = scatter_png(out / f"scatter-{name}.png", scored.reduced[usable], scored.clusters[name][usable],
-                              shown[usable], splits[usable], f"{name}: the model's clusters of {dataset.root.name}")
-        methods[name]["figures"] = {"scatter": scatter.name, "montages": draw_montages(
-            out, name, dataset, scored.extraction, scored.clusters[name], config)}
+    methods = {}
+    for name, assigned in scored.clusters.items():
+        density = model.densities_.get(name)
+        methods[name] = {
+            **method_evaluation(model, name, assigned, labels, splits, usable, scored.reduced,
+                                scored.synthetic.get(name), n_resamples=config.evaluation.bootstrap_resamples,
+                                seed=model.seed),
+            "n_clusters": int(len(density.clusters_)) if density is not None else None,
+            "figures": draw_method_figures(out, name, dataset, scored.extraction, scored.reduced, assigned, usable,
+                                           config, f"{name}: the model's clusters of {dataset.root.name}"),
+        }
     np.save(out / "reduced.npy", scored.reduced.astype(np.float32), allow_pickle=False)
     extractor_name = (model.features or {}).get("extractor", "")
     results = {

@@ -18,10 +18,11 @@ SPLIT_ALPHA = {"train": 0.75, "valid": 0.35, "test": 0.35}
 
 def scatter_png(path: Path, coords: np.ndarray, clusters: np.ndarray, labels: np.ndarray,
                 splits: np.ndarray, title: str) -> Path:
-    """Points coloured by cluster, marked by true label (o real, x fake), faded outside train.
+    """Points coloured by cluster, marked by true label (o real, x fake, · unlabelled), faded outside train.
 
     Only the first two reduced dimensions are drawn.
     """
+    labels = np.array([label or "unlabelled" for label in labels], dtype=object)  # None: no label given
     figure = Figure(figsize=(7.5, 6), dpi=110)
     axes = figure.subplots()
     cmap = matplotlib.colormaps["tab10"]
