@@ -305,21 +305,18 @@ def name(
         help="Instead of NAMES: scores.csv or the report's selection CSV with a label column filled in.")] = None,
 ) -> None:
     """Name a saved model's clusters by hand (as the study did by eye) or from labelled rows; nothing is re-fitted."""
-    from facecluster.scoring import FittedModel, mapping_from_labels, rename_clusters
+    from facecluster.scoring import rename_clusters
 
     with _ErrorHandler(model):
         if bool(names) == bool(labels):
             raise ConfigError("give either cluster names (0=fake 1=real …) or --labels FILE")
         mapping = {}
-        if labels is not None:
-            fitted = FittedModel.load(model)
-            mapping = mapping_from_labels(labels, fitted.model, fitted.model._method(method))
         for item in names or []:
             cluster, _, label = item.partition("=")
             if not (cluster.strip().isdigit() and label.strip() in ("real", "fake")):
                 raise ConfigError(f"{item!r}: write a cluster name as <cluster id>=real or <cluster id>=fake, e.g. 0=fake")
             mapping[int(cluster)] = label.strip()
-        folder, method = rename_clusters(model, mapping, method)
+        folder, method, mapping = rename_clusters(model, mapping or None, method, labels=labels)
         _say(f"{display_name(folder)}: method {method!r} now names " +
              ", ".join(f"cluster {k} {v}" for k, v in sorted(mapping.items())) + "; the synthetic score follows "
              "these names (uncalibrated)")

@@ -247,12 +247,19 @@ def mapping_from_labels(csv_path: Path, model: FaceModel, method: str) -> dict[i
     return NAMING_RULES[model.naming](clusters, rows["label"].str.strip().to_numpy(dtype=object))
 
 
-def rename_clusters(path: Path, mapping: dict[int, str], method: str | None = None) -> tuple[Path, str]:
-    """Name a saved model's clusters by hand and save it again in place (card kept); nothing is re-fitted."""
+def rename_clusters(path: Path, mapping: dict[int, str] | None, method: str | None = None,
+                    labels: Path | None = None) -> tuple[Path, str, dict[int, str]]:
+    """Name a saved model's clusters by hand (``mapping``) or from a labelled CSV (``labels``, see
+    `mapping_from_labels`), and save it again in place (card kept); nothing is re-fitted.
+
+    Returns the model folder, the method named and the names given.
+    """
     fitted = FittedModel.load(path)
     method = fitted.model._method(method)
+    if mapping is None:
+        mapping = mapping_from_labels(labels, fitted.model, method)
     fitted.model.set_mapping(method, mapping)
     card = dict(fitted.card or {})
     card["named_by_hand"] = {**card.get("named_by_hand", {}), method: {str(k): v for k, v in sorted(mapping.items())}}
     fitted.model.save(fitted.folder, card=card)
-    return fitted.folder, method
+    return fitted.folder, method, mapping
