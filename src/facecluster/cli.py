@@ -296,6 +296,36 @@ def score(
 
 
 @app.command()
+def ask(
+    data: Data,
+    model: Annotated[Path, typer.Option("--model", "-m", help="A model folder, or the folder `fit`/`run` wrote.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ask.csv and the labelling page ask.html.")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many images to ask a person to label.")] = 32,
+    strategy: Annotated[str, typer.Option(help="After each cluster's medoid: 'typical' (medoids of k cells: the "
+                                               "default, better on benchmarks/labels.py) or 'doubtful' (where the "
+                                               "model's clusterings disagree).")] = "typical",
+    cache_dir: CacheDir = None,
+    workers: Workers = None,
+    engine: EngineName = "local",
+    address: Address = None,
+    quiet: Quiet = False,
+) -> None:
+    """Choose the K train images of DATA whose labels name the model's clusters best; write them to label."""
+    from facecluster.report.ask_page import write_ask_page
+    from facecluster.scoring import ask_for_labels
+
+    with _ErrorHandler(out):
+        runner, store = _extraction(engine, workers, address, cache_dir)
+        table, scored, chosen = ask_for_labels(data, model, out, k, strategy, store=store, engine=runner,
+                                               progress=not quiet)
+        faces = scored.faces
+        page = write_ask_page(out, table, scored.dataset.root, scored.extraction.records[chosen], faces.margin,
+                              faces.crop, str(data))
+        _say(f"label these {len(table)} images: {display_name(page)} (or fill the label column of "
+             f"{display_name(out / 'ask.csv')}), then: facecluster name {display_name(model)} --labels labels.csv")
+
+
+@app.command()
 def name(
     model: Annotated[Path, typer.Argument(help="A model folder, or the folder `fit`/`run` wrote.")],
     names: Annotated[Optional[list[str]], typer.Argument(
@@ -316,7 +346,11 @@ def name(
             if not (cluster.strip().isdigit() and label.strip() in ("real", "fake")):
                 raise ConfigError(f"{item!r}: write a cluster name as <cluster id>=real or <cluster id>=fake, e.g. 0=fake")
             mapping[int(cluster)] = label.strip()
-        folder, method, mapping = rename_clusters(model, mapping or None, method, labels=labels)
+        folder, method, mapping, agreement = rename_clusters(model, mapping or None, method, labels=labels)
+        if agreement:
+            _say("the answers agree best with method " + repr(method) + " (leave-one-out balanced accuracy: " +
+                 ", ".join(f"{m} {'–' if v is None else f'{v:.2f}'}" for m, v in agreement.items()) +
+                 "); it is now the model's default")
         _say(f"{display_name(folder)}: method {method!r} now names " +
              ", ".join(f"cluster {k} {v}" for k, v in sorted(mapping.items())) + "; the synthetic score follows "
              "these names (uncalibrated)")

@@ -24,7 +24,7 @@ from facecluster.errors import ModelError
 from facecluster.features import Extractor, cues_of, make_extractor
 from facecluster.model import FaceModel, method_evaluation
 from facecluster.model_io import MANIFEST
-from facecluster.outputs import provenance, write_json, write_text
+from facecluster.outputs import provenance, write_json, write_table, write_text
 from facecluster.pipeline import (
     dataset_summary,
     draw_method_figures,
@@ -90,6 +90,7 @@ class Scored:
     clusters: dict[str, np.ndarray]
     synthetic: dict[str, np.ndarray]
     method: str
+    faces: FacesConfig
 
 
 class FittedModel:
@@ -141,7 +142,7 @@ class FittedModel:
         clusters = {name: model.assign(reduced, name) for name in model.clusterers_}
         synthetic = {name: model.score_reduced(reduced, name) for name in model.clusterers_
                      if name in model.mappings_ and name in model.densities_}
-        return Scored(dataset, extraction, usable, reduced, clusters, synthetic, method)
+        return Scored(dataset, extraction, usable, reduced, clusters, synthetic, method, faces)
 
 
 def load_model(path: Path) -> FittedModel:
@@ -214,52 +215,141 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
     return results
 
 
+ASK_STRATEGIES = ("typical", "doubtful")
+
+
+def ask_for_labels(source: Path, model_path: Path, out: Path, k: int = 32, strategy: str = "typical",
+                   store: FeatureStore | None = None, engine: Engine | None = None, progress: bool = True):
+    """The k train images of ``source`` a person should label first, written to ``out/ask.csv`` in the order to ask.
+
+    The saved model is applied as `facecluster score` applies it (nothing re-fitted); the rows are
+    chosen by `facecluster.labelling.choose_rows_to_label` in the model's reduced space: the medoid of
+    each cluster of the model's default method, then ``strategy`` ("typical": medoids of a k-cell
+    partition; "doubtful": where the model's clusterings disagree). The table has a blank ``label``
+    column to fill with real/fake and each method's cluster (``cluster_<method>``), so that
+    ``facecluster name MODEL --labels ask.csv`` names the clusters from those answers only.
+
+    Returns the table (a DataFrame), the `Scored` application and the chosen rows of its dataset.
+    """
+    import pandas as pd
+
+    from facecluster.labelling import choose_rows_to_label
+
+    if strategy not in ASK_STRATEGIES:
+        raise ModelError(f"unknown strategy {strategy!r}; choose one of {list(ASK_STRATEGIES)}")
+    fitted = FittedModel.load(model_path)
+    dataset = discover(source)
+    scored = fitted.apply(dataset, store=store, engine=engine, progress=progress)
+    splits = np.array([s.split for s in dataset.samples], dtype=object)
+    rows = np.flatnonzero(scored.usable & (splits == "train"))  # never the validation images: they stay unseen
+    if not 1 <= k <= len(rows):
+        raise ModelError(f"{source}: cannot ask for {k} labels out of {len(rows)} usable train images; "
+                         f"give --k between 1 and {len(rows)}")
+    methods = [scored.method] + [name for name in scored.clusters if name != scored.method]
+    order = choose_rows_to_label(scored.reduced[rows], [scored.clusters[name][rows] for name in methods], k,
+                                 then=strategy, seed=fitted.model.seed)
+    chosen = rows[order]
+    table = pd.DataFrame({
+        "ask": np.arange(1, k + 1),
+        "path": pd.Series([dataset.samples[i].relpath for i in chosen], dtype=object),
+        "label": pd.Series([""] * k, dtype=object),
+        **{f"cluster_{name}": scored.clusters[name][chosen].astype(int) for name in methods},
+    })
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(table, out / "ask")
+    return table, scored, chosen
+
+
+def read_answers(csv_path: Path):
+    """The labelled rows of a CSV (``label`` real/fake; blank labels dropped), as strings; refused in one line if unusable."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{csv_path}: cannot be read as a CSV ({error}); give scores.csv or the report's download")
+    if "label" not in table:
+        raise ModelError(f"{csv_path}: needs a label column (real/fake); label the rows of ask.csv, scores.csv "
+                         "or of the report's selection download")
+    table["label"] = table["label"].str.strip()
+    rows = table[table["label"] != ""]
+    unknown = sorted(set(rows["label"]) - {"real", "fake"})
+    if unknown:
+        raise ModelError(f"{csv_path}: labels must be real or fake; got {unknown}")
+    return rows
+
+
+def _cluster_column(csv_path: Path, answers, method: str) -> str:
+    column = f"cluster_{method}" if f"cluster_{method}" in answers else "cluster"
+    if column not in answers:
+        raise ModelError(f"{csv_path}: needs the columns label and cluster (or cluster_{method}); "
+                         "label the rows of ask.csv, scores.csv or of the report's selection download")
+    if column == "cluster" and "method" in answers and set(answers["method"]) - {method, ""}:
+        raise ModelError(f"{csv_path}: its clusters are of method {sorted(set(answers['method']) - {''})}, "
+                         f"not {method!r}; pass --method")
+    return column
+
+
 def mapping_from_labels(csv_path: Path, model: FaceModel, method: str) -> dict[int, str]:
-    """Cluster names from a labelled table of this model's clusters: ``scores.csv`` or the report's selection CSV.
+    """Cluster names from a labelled table of this model's clusters: ask.csv, scores.csv or the report's selection CSV.
 
     The CSV needs a ``label`` column (real/fake; blank rows are skipped) and the cluster of each
     row: ``cluster`` (with ``method`` naming the method, as in scores.csv) or ``cluster_<method>``.
     The model's naming rule names each cluster from those labels; clusters without a labelled
     row keep the default.
     """
-    import pandas as pd
-
     from facecluster.evaluate import NAMING_RULES
 
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as error:
-        raise ModelError(f"{csv_path}: cannot be read as a CSV ({error}); give scores.csv or the report's download")
-    column = f"cluster_{method}" if f"cluster_{method}" in table else "cluster"
-    if "label" not in table or column not in table:
-        raise ModelError(f"{csv_path}: needs the columns label and cluster (or cluster_{method}); "
-                         "label the rows of scores.csv or of the report's selection download")
-    if column == "cluster" and "method" in table and set(table["method"]) - {method, ""}:
-        raise ModelError(f"{csv_path}: its clusters are of method {sorted(set(table['method']) - {''})}, "
-                         f"not {method!r}; pass --method")
-    rows = table[(table["label"].str.strip() != "") & (table[column].str.strip() != "")]
-    unknown = sorted(set(rows["label"].str.strip()) - {"real", "fake"})
-    if unknown:
-        raise ModelError(f"{csv_path}: labels must be real or fake; got {unknown}")
+    answers = read_answers(csv_path)
+    column = _cluster_column(csv_path, answers, method)
+    rows = answers[answers[column].str.strip() != ""]
     if rows.empty:
         raise ModelError(f"{csv_path}: no row has both a label and a cluster; fill in the label column")
     clusters = rows[column].astype(float).astype(int).to_numpy()
-    return NAMING_RULES[model.naming](clusters, rows["label"].str.strip().to_numpy(dtype=object))
+    return NAMING_RULES[model.naming](clusters, rows["label"].to_numpy(dtype=object))
+
+
+def method_from_answers(csv_path: Path, model: FaceModel) -> tuple[str | None, dict[str, float | None]]:
+    """The model's method whose clusters the answers of ``csv_path`` agree with best, left out one at a time.
+
+    Only for tables with a ``cluster_<method>`` column per method (ask.csv): `labelling.choose_clustering`,
+    ties to the model's default method. None when fewer than two methods have a column.
+    """
+    from facecluster.labelling import choose_clustering
+
+    answers = read_answers(csv_path)
+    methods = [model._method(None)] + [m for m in model.clusterers_ if m != model._method(None)]
+    candidates = {m: answers[f"cluster_{m}"].astype(float).astype(int).to_numpy()
+                  for m in methods if f"cluster_{m}" in answers}
+    if len(candidates) < 2:
+        return None, {}
+    return choose_clustering(candidates, answers["label"].to_numpy(dtype=object), model.naming)
 
 
 def rename_clusters(path: Path, mapping: dict[int, str] | None, method: str | None = None,
-                    labels: Path | None = None) -> tuple[Path, str, dict[int, str]]:
+                    labels: Path | None = None) -> tuple[Path, str, dict[int, str], dict[str, float | None]]:
     """Name a saved model's clusters by hand (``mapping``) or from a labelled CSV (``labels``, see
     `mapping_from_labels`), and save it again in place (card kept); nothing is re-fitted.
 
-    Returns the model folder, the method named and the names given.
+    With ``labels`` and no ``method``, the method is the one whose clusters the answers agree with
+    best (`method_from_answers`; it becomes the model's default). Returns the model folder, the
+    method named, the names given and the answers' leave-one-out agreement per method (empty when
+    there was no choice to make).
     """
     fitted = FittedModel.load(path)
+    agreement = {}
+    if mapping is None and method is None:
+        chosen, agreement = method_from_answers(labels, fitted.model)
+        if chosen is not None:  # the answers' best method becomes the model's default
+            method = fitted.model.default_method_ = chosen
     method = fitted.model._method(method)
     if mapping is None:
         mapping = mapping_from_labels(labels, fitted.model, method)
     fitted.model.set_mapping(method, mapping)
     card = dict(fitted.card or {})
     card["named_by_hand"] = {**card.get("named_by_hand", {}), method: {str(k): v for k, v in sorted(mapping.items())}}
+    if agreement:
+        card["default_method"] = method
+        card["method_from_answers"] = {"chosen": method, "leave_one_out_balanced_accuracy": agreement}
     fitted.model.save(fitted.folder, card=card)
-    return fitted.folder, method, mapping
+    return fitted.folder, method, mapping, agreement

@@ -262,3 +262,60 @@ def test_a_file_name_that_is_not_utf8_keeps_its_row_in_both_tables(tmp_path, tin
     assert b"train/fake/caf\xe9.jpg" in (tmp_path / "run" / "scores.csv").read_bytes()  # the name's own bytes
     paths = pd.read_parquet(tmp_path / "run" / "scores.parquet")["path"].tolist()
     assert "train/fake/caf\\xe9.jpg" in paths and len(paths) == 8  # Parquet is UTF-8: the byte is escaped
+
+
+def test_ask_chooses_train_images_to_label_and_their_answers_name_the_clusters(tmp_path, tiny_extractor, store,
+                                                                              monkeypatch):
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("COLUMNS", "200")
+    truth = _flatten(make_dataset(tmp_path / "labelled", {"train": {"real": 12, "fake": 12}}), tmp_path / "flat")
+    run(tmp_path / "flat", _config(), tmp_path / "fit", store=store, engine=LocalEngine(workers=0), progress=False)
+    cache = ["--cache-dir", str(store.root), "--workers", "0", "-q"]
+    asked = CliRunner().invoke(app, ["ask", str(tmp_path / "flat"), "--model", str(tmp_path / "fit"),
+                                     "--out", str(tmp_path / "ask"), "-k", "6", *cache])
+    assert asked.exit_code == 0, asked.output
+    assert "label these 6 images" in asked.output
+    table = pd.read_csv(tmp_path / "ask" / "ask.csv", dtype=str, keep_default_na=False)
+    assert list(table.columns) == ["ask", "path", "label", "cluster_kmeans", "cluster_birch"]
+    assert table["ask"].tolist() == [str(i) for i in range(1, 7)] and set(table["label"]) == {""}
+    assert table["path"].is_unique and set(table["path"]) <= set(truth)
+    # the medoid of each cluster of the default method comes first: the first answers name every cluster
+    method = load_model(tmp_path / "fit").model._method(None)
+    n_clusters = len(set(pd.read_csv(tmp_path / "fit" / "scores.csv")["cluster"].dropna()))
+    assert table[f"cluster_{method}"].head(n_clusters).nunique() == n_clusters
+    page = (tmp_path / "ask" / "ask.html").read_text()
+    assert page.count('class="face"') == 6 and page.count("data:image/jpeg;base64,") == 6
+    again = CliRunner().invoke(app, ["ask", str(tmp_path / "flat"), "--model", str(tmp_path / "fit"),
+                                     "--out", str(tmp_path / "ask2"), "-k", "6", *cache])
+    assert again.exit_code == 0 and (tmp_path / "ask2" / "ask.csv").read_text() == (tmp_path / "ask" / "ask.csv").read_text()
+
+    table["label"] = [truth[p] for p in table["path"]]
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    named = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--labels", str(tmp_path / "labels.csv")])
+    assert named.exit_code == 0, named.output
+    assert "the answers agree best with method" in named.output
+    scored = pd.read_csv(tmp_path / "fit" / "scores.csv")  # the run's table: unnamed then
+    assert scored["label"].isna().all()
+    fitted = load_model(tmp_path / "fit")
+    assert fitted.card["method_from_answers"]["chosen"] == fitted.model._method(None)
+    frame = fitted.score(tmp_path / "flat", store=store, engine=LocalEngine(workers=0))
+    accuracy = np.mean([label == truth[path] for path, label in zip(frame["path"], frame["label"])])
+    assert accuracy > 0.9  # 6 chosen answers named the clusters of 24 images
+
+    too_many = CliRunner().invoke(app, ["ask", str(tmp_path / "flat"), "--model", str(tmp_path / "fit"),
+                                        "--out", str(tmp_path / "ask3"), "-k", "99", *cache])
+    assert too_many.exit_code == 2 and "cannot ask for 99 labels out of 24" in too_many.output
+
+
+def test_ask_never_chooses_validation_images(tmp_path, tiny_extractor, store):
+    from facecluster.scoring import ask_for_labels
+
+    data = make_dataset(tmp_path / "data", {"train": {"real": 8, "fake": 8}, "valid": {"real": 6, "fake": 6}})
+    run(data, _config(), tmp_path / "fit", store=store, engine=LocalEngine(workers=0), progress=False)
+    table, _, _ = ask_for_labels(data, tmp_path / "fit", tmp_path / "ask", k=16, store=store,
+                                 engine=LocalEngine(workers=0), progress=False)
+    assert len(table) == 16 and all(p.startswith("train/") for p in table["path"])
+    with pytest.raises(ModelError, match="unknown strategy"):
+        ask_for_labels(data, tmp_path / "fit", tmp_path / "ask", k=4, strategy="nearest", store=store,
+                       engine=LocalEngine(workers=0), progress=False)
