@@ -332,12 +332,20 @@ def name(
         help="Cluster names, e.g. 0=fake 1=real (unnamed clusters: real).")] = None,
     method: Annotated[Optional[str], typer.Option(help="The method whose clusters to name (default: the model's).")] = None,
     labels: Annotated[Optional[Path], typer.Option(
-        help="Instead of NAMES: scores.csv or the report's selection CSV with a label column filled in.")] = None,
+        help="Instead of NAMES: ask.csv (or the page's labels.csv), scores.csv or the report's selection CSV "
+             "with a label column filled in.")] = None,
+    images: Annotated[Optional[Path], typer.Option(
+        help="With --labels: the folder its paths are relative to; the model then also learns the method "
+             "'answers', a linear classifier on those images (better than naming clusters from a few labels: "
+             "docs/labels.md), and makes it its default.")] = None,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Name a saved model's clusters by hand (as the study did by eye) or from labelled rows; nothing is re-fitted."""
     from facecluster.scoring import rename_clusters
 
     with _ErrorHandler(model):
+        if images is not None and labels is None:
+            raise ConfigError("--images goes with --labels FILE: the folder that FILE's paths are relative to")
         if bool(names) == bool(labels):
             raise ConfigError("give either cluster names (0=fake 1=real …) or --labels FILE")
         mapping = {}
@@ -346,7 +354,9 @@ def name(
             if not (cluster.strip().isdigit() and label.strip() in ("real", "fake")):
                 raise ConfigError(f"{item!r}: write a cluster name as <cluster id>=real or <cluster id>=fake, e.g. 0=fake")
             mapping[int(cluster)] = label.strip()
-        folder, method, mapping, agreement = rename_clusters(model, mapping or None, method, labels=labels)
+        store = _extraction("local", None, None, cache_dir)[1] if images is not None else None
+        folder, method, mapping, agreement = rename_clusters(model, mapping or None, method, labels=labels,
+                                                             images=images, store=store)
         if agreement:
             _say("the answers agree best with method " + repr(method) + " (leave-one-out balanced accuracy: " +
                  ", ".join(f"{m} {'–' if v is None else f'{v:.2f}'}" for m, v in agreement.items()) +
@@ -354,6 +364,10 @@ def name(
         _say(f"{display_name(folder)}: method {method!r} now names " +
              ", ".join(f"cluster {k} {v}" for k, v in sorted(mapping.items())) + "; the synthetic score follows "
              "these names (uncalibrated)")
+        if images is not None:
+            _say(f"{display_name(folder)}: learnt the method 'answers' from the labelled images of "
+                 f"{display_name(images)}; it is now the model's default (score with it: facecluster score FOLDER "
+                 f"--model {display_name(folder)})")
 
 
 def _print_run(results: dict, out: Path, seconds: float) -> None:

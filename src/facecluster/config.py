@@ -205,9 +205,13 @@ class Config(_Strict):
             if not METHOD_NAME.fullmatch(name):
                 raise ValueError(f"methods.{name!r}: a method name names its figure files; use letters, digits, "
                                  "'-', '_' or '.' (starting with a letter or digit, at most 64)")
+            if name == RESERVED_METHOD:
+                raise ValueError(f"methods.{name!r}: reserved for the classifier learnt from a person's answers "
+                                 "(facecluster name --labels … --images …); call the method something else")
         return self
 
 
+RESERVED_METHOD = "answers"  # `facecluster.model.ANSWERS`
 METHOD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 

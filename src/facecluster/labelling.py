@@ -25,6 +25,7 @@ baseline: k train images drawn at random.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from facecluster.evaluate import NAMING_RULES, apply_mapping, labelled_rows, majority_mapping
 
@@ -270,3 +271,61 @@ def choose_clustering(candidates: dict[str, np.ndarray], labels: np.ndarray, nam
     best = max(candidates, key=lambda name: (scores[name] if scores[name] is not None else -1.0,
                                              -list(candidates).index(name)))
     return best, scores
+
+
+class AnswersClassifier(BaseEstimator, ClassifierMixin):
+    """A class-balanced logistic regression on a few answered rows: the other way to spend k labels.
+
+    Naming clusters from k answers cannot do better than the clusters; a linear classifier on the
+    same reduced features can (benchmarks/ask.py: on faces-ffhq with 64 answers, 0.78 balanced
+    accuracy against 0.58 for the clusters they named). Labels are "real"/"fake" (``None`` rows are
+    ignored); the features are standardised on the answered rows. Fitted attributes are plain
+    arrays (``mean_``, ``scale_``, ``coef_``, ``intercept_``), so the model format saves it as data.
+
+    Parameters
+    ----------
+    C : float
+        Inverse regularisation strength; small, because the answers are few.
+    """
+
+    classes_ = np.array(["real", "fake"], dtype=object)
+
+    def __init__(self, C: float = 0.1):
+        self.C = C
+
+    def fit(self, X, y):
+        from sklearn.linear_model import LogisticRegression
+
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=object)
+        rows = labelled_rows(y) & np.isfinite(X).all(axis=1)
+        if set(y[rows]) != {"real", "fake"}:
+            raise ValueError("the answers need at least one real and one fake image to learn from; "
+                             f"got {sorted(set(y[rows]))}")
+        self.mean_ = X[rows].mean(axis=0)
+        self.scale_ = np.where(X[rows].std(axis=0) > 0, X[rows].std(axis=0), 1.0)
+        head = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000)
+        head.fit((X[rows] - self.mean_) / self.scale_, (y[rows] == "fake").astype(int))
+        self.coef_ = head.coef_[0].copy()
+        self.intercept_ = float(head.intercept_[0])
+        self.n_answers_ = int(rows.sum())
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """Log-odds of "fake" per row; NaN where a row is not finite."""
+        X = np.asarray(X, dtype=np.float64)
+        out = np.full(len(X), np.nan)
+        rows = np.isfinite(X).all(axis=1)
+        out[rows] = ((X[rows] - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        return out
+
+    def predict_proba(self, X) -> np.ndarray:
+        fake = 1 / (1 + np.exp(-self.decision_function(X)))
+        return np.column_stack([1 - fake, fake])
+
+    def predict(self, X) -> np.ndarray:
+        odds = self.decision_function(X)
+        out = np.full(len(odds), None, dtype=object)
+        rows = np.isfinite(odds)
+        out[rows] = np.where(odds[rows] > 0, "fake", "real")
+        return out

@@ -24,9 +24,10 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from facecluster.cluster import n_clusters_of
-from facecluster.config import MethodConfig, ReduceConfig
+from facecluster.config import RESERVED_METHOD, MethodConfig, ReduceConfig
 from facecluster.errors import ModelError
 from facecluster.evaluate import apply_mapping, cluster_summary, labelled_rows, silhouette
+from facecluster.labelling import AnswersClassifier
 from facecluster.model_io import decode_estimators, encode_estimators, read_bundle, write_bundle
 from facecluster.protocol import (
     SPLIT_ORDER,
@@ -46,6 +47,11 @@ MODEL_DOCUMENT = "model.json"
 
 #: What a clusterer may raise on data it cannot cluster; recorded per method when asked to.
 FIT_ERRORS = (ValueError, MemoryError, np.linalg.LinAlgError)
+
+
+#: The method name of the classifier learnt from a person's answers (`FaceModel.fit_answers`); no configured
+#: method may take it.
+ANSWERS = RESERVED_METHOD
 
 
 class FaceModel(BaseEstimator):
@@ -83,7 +89,11 @@ class FaceModel(BaseEstimator):
         Per method, the clusters as Gaussians (fitted without labels), for `synthetic_score`.
     default_method_ : str
         The method `predict` and `synthetic_score` use when none is named: the best by the
-        train-only criterion in `fit_and_evaluate`, else the first.
+        train-only criterion in `fit_and_evaluate`, else the first; ``"answers"`` once
+        `fit_answers` has run.
+    answers_ : AnswersClassifier or None
+        A linear classifier on a person's few answers (`fit_answers`), reachable as the method
+        ``"answers"`` beside the clusterers: its two "clusters" are 0 = real, 1 = fake.
     n_features_in_ : int
     """
 
@@ -139,6 +149,7 @@ class FaceModel(BaseEstimator):
                 self.densities_[name] = ClusterDensity().fit(reduced[train], clusters[name][train])
             self.fit_seconds_[name] = time.perf_counter() - started
         self.default_method_ = next(iter(self.clusterers_), None)
+        self.answers_ = None
         return reduced, clusters
 
     def name_clusters(self, clusters: dict[str, np.ndarray], labels: np.ndarray, rows: np.ndarray,
@@ -168,6 +179,8 @@ class FaceModel(BaseEstimator):
         learnt for the old ones).
         """
         method = self._method(method)
+        if method == ANSWERS:
+            raise ModelError("the method 'answers' is a classifier, its names are fixed; name a clusterer's clusters")
         unknown = sorted(set(mapping.values()) - {"real", "fake"})
         if unknown:
             raise ModelError(f"cluster names must be 'real' or 'fake'; got {unknown}")
@@ -179,6 +192,33 @@ class FaceModel(BaseEstimator):
         self.mappings_[method] = {"mapping": {int(k): v for k, v in mapping.items()}, "source": "manual",
                                   "default": default, "calibration": None}
         return self
+
+    def fit_answers(self, reduced: np.ndarray, labels: np.ndarray) -> "FaceModel":
+        """Learn the method ``"answers"`` from a few labelled rows (already reduced: `transform`'s output).
+
+        A class-balanced logistic regression on the model's reduced features (`AnswersClassifier`),
+        which becomes the default method; the clusterers and their names are left as they are.
+        """
+        self.answers_ = AnswersClassifier().fit(reduced, labels)
+        self.mappings_[ANSWERS] = {"mapping": {0: "real", 1: "fake"}, "default": "real", "calibration": None,
+                                   "source": f"a linear classifier on {self.answers_.n_answers_} answers"}
+        self.default_method_ = ANSWERS
+        return self
+
+    def method_names(self) -> list[str]:
+        """Every method this model can assign with: its fitted clusterers, then ``"answers"`` if fitted."""
+        return list(self.clusterers_) + ([ANSWERS] if getattr(self, "answers_", None) is not None else [])
+
+    def can_score(self, method: str) -> bool:
+        """Whether ``method`` gives synthetic scores: it is named and has a density (or is the answers' classifier)."""
+        return method in self.mappings_ and (method in self.densities_ or method == ANSWERS)
+
+    def describe_method(self, method: str) -> tuple[str, dict]:
+        """The algorithm and parameters of ``method``, for results and reports."""
+        if method == ANSWERS:
+            return "answers", {"classifier": "logistic regression, class-balanced", "C": self.answers_.C,
+                               "n_answers": self.answers_.n_answers_}
+        return self.methods[method].algorithm, self.methods[method].params
 
     # -- applying ------------------------------------------------------------------------
 
@@ -204,7 +244,8 @@ class FaceModel(BaseEstimator):
         rows = np.isfinite(reduced).all(axis=1)
         clusters = np.full(len(reduced), -1, dtype=int)
         if rows.any():
-            clusters[rows] = self.clusterers_[method].predict(reduced[rows])
+            clusters[rows] = (self.answers_.decision_function(reduced[rows]) > 0 if method == ANSWERS
+                              else self.clusterers_[method].predict(reduced[rows]))
         return clusters
 
     def predict(self, X, method: str | None = None) -> np.ndarray:
@@ -229,13 +270,15 @@ class FaceModel(BaseEstimator):
     def score_reduced(self, reduced: np.ndarray, method: str | None = None) -> np.ndarray:
         """`synthetic_score` of already-reduced rows; NaN where a row is NaN."""
         method = self._named(method)
+        if method == ANSWERS:
+            return self.answers_.predict_proba(reduced)[:, 1]
         if method not in self.densities_:
             raise ModelError(f"method {method!r} has no clustered train rows to score against")
         return probability(self._log_odds(reduced, method), self.mappings_[method]["calibration"])
 
     def fake_clusters(self, method: str) -> list[int]:
         """The ids of ``method``'s clusters named "fake"."""
-        ids = self.densities_[method].clusters_
+        ids = np.array([0, 1]) if method == ANSWERS else self.densities_[method].clusters_
         return ids[self.names_of(ids, method) == "fake"].tolist()
 
     def _log_odds(self, reduced: np.ndarray, method: str) -> np.ndarray:
@@ -253,9 +296,9 @@ class FaceModel(BaseEstimator):
             if not self.clusterers_:
                 raise ModelError("this model has no fitted method")
             default = getattr(self, "default_method_", None)
-            return default if default in self.clusterers_ else next(iter(self.clusterers_))
-        if method not in self.clusterers_:
-            raise ModelError(f"no method {method!r} in this model; it has {sorted(self.clusterers_)}")
+            return default if default in self.method_names() else next(iter(self.clusterers_))
+        if method not in self.method_names():
+            raise ModelError(f"no method {method!r} in this model; it has {sorted(self.method_names())}")
         return method
 
     # -- saving ----------------------------------------------------------------------------
@@ -263,7 +306,8 @@ class FaceModel(BaseEstimator):
     def save(self, folder: Path, card: dict | None = None) -> Path:
         """Write the model into ``folder`` (replaced whole, atomically); ``card`` describes it for people."""
         estimators = {"reducer": self.reducer_, **{f"clusterer.{k}": v for k, v in self.clusterers_.items()},
-                      **{f"density.{k}": v for k, v in self.densities_.items()}}
+                      **{f"density.{k}": v for k, v in self.densities_.items()},
+                      **({ANSWERS: self.answers_} if getattr(self, "answers_", None) is not None else {})}
         encoded, arrays = encode_estimators(estimators)
         document = {
             "format": FORMAT,
@@ -311,6 +355,7 @@ class FaceModel(BaseEstimator):
                         faces=params["faces"], naming=params["naming"])
             estimators = decode_estimators(document["estimators"], arrays, where)
             model.reducer_ = estimators.pop("reducer")
+            model.answers_ = estimators.pop(ANSWERS, None)
             model.clusterers_ = {k.split(".", 1)[1]: v for k, v in estimators.items() if k.startswith("clusterer.")}
             model.densities_ = {k.split(".", 1)[1]: v for k, v in estimators.items() if k.startswith("density.")}
             model.n_features_in_ = int(document["n_features_in"])
@@ -407,12 +452,12 @@ def method_evaluation(model: FaceModel, name: str, assigned: np.ndarray, labels:
     scores are on the usable, labelled rows of each split, and ``{}`` while nothing names the
     clusters.
     """
-    method, named = model.methods[name], model.mappings_.get(name)
+    (algorithm, params), named = model.describe_method(name), model.mappings_.get(name)
     labels = np.asarray(labels, dtype=object)
     present = [s for s in SPLIT_ORDER if (splits == s).any()]
     return {
-        "algorithm": method.algorithm,
-        "params": method.params,
+        "algorithm": algorithm,
+        "params": params,
         "mapping": {str(k): v for k, v in sorted(named["mapping"].items())} if named else None,
         "mapping_source": named["source"] if named else None,
         "calibration": list(named["calibration"]) if named and named["calibration"] else None,

@@ -36,6 +36,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from facecluster.cluster import AutoKClusterer, NearestCentroidClusterer, QuantileMeanShift
 from facecluster.errors import ModelError
 from facecluster.features.combine import FamilyStandardizer
+from facecluster.labelling import AnswersClassifier
 from facecluster.refine import PseudoLabelRefiner
 from facecluster.stream import StreamingBirch, StreamingMeanShift, StreamingMiniBatchKMeans
 from facecluster.synthetic import ClusterDensity
@@ -47,7 +48,7 @@ ALLOWED_CLASSES: dict[str, type] = {cls.__name__: cls for cls in (
     Pipeline, StandardScaler, PCA, IncrementalPCA, FunctionTransformer, FamilyStandardizer,
     QuantileMeanShift, Birch, KMeans, MiniBatchKMeans, GaussianMixture, AgglomerativeClustering,
     SpectralClustering, HDBSCAN, NearestCentroidClusterer, AutoKClusterer,
-    StreamingBirch, StreamingMiniBatchKMeans, StreamingMeanShift, ClusterDensity, PseudoLabelRefiner,
+    StreamingBirch, StreamingMiniBatchKMeans, StreamingMeanShift, ClusterDensity, PseudoLabelRefiner, AnswersClassifier,
 )}
 
 _ATTRIBUTE = re.compile(r"_?[a-z][a-z0-9_]*")

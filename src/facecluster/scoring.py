@@ -22,7 +22,7 @@ from facecluster.engines import Engine, Extraction
 from facecluster.engines.local import LocalEngine
 from facecluster.errors import ModelError
 from facecluster.features import Extractor, cues_of, make_extractor
-from facecluster.model import FaceModel, method_evaluation
+from facecluster.model import ANSWERS, FaceModel, method_evaluation
 from facecluster.model_io import MANIFEST
 from facecluster.outputs import provenance, write_json, write_table, write_text
 from facecluster.pipeline import (
@@ -139,9 +139,8 @@ class FittedModel:
                                                         progress=progress)
         usable = usable_rows(extraction.status, extraction.features)
         reduced = model.transform(np.where(usable[:, None], extraction.features, np.nan))  # unusable rows: NaN
-        clusters = {name: model.assign(reduced, name) for name in model.clusterers_}
-        synthetic = {name: model.score_reduced(reduced, name) for name in model.clusterers_
-                     if name in model.mappings_ and name in model.densities_}
+        clusters = {name: model.assign(reduced, name) for name in model.method_names()}
+        synthetic = {name: model.score_reduced(reduced, name) for name in model.method_names() if model.can_score(name)}
         return Scored(dataset, extraction, usable, reduced, clusters, synthetic, method, faces)
 
 
@@ -181,7 +180,7 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
             **method_evaluation(model, name, assigned, labels, splits, usable, scored.reduced,
                                 scored.synthetic.get(name), n_resamples=config.evaluation.bootstrap_resamples,
                                 seed=model.seed),
-            "n_clusters": int(len(density.clusters_)) if density is not None else None,
+            "n_clusters": int(len(density.clusters_)) if density is not None else 2 if name == ANSWERS else None,
             "figures": draw_method_figures(out, name, dataset, scored.extraction, scored.reduced, assigned, usable,
                                            config, f"{name}: the model's clusters of {dataset.root.name}"),
         }
@@ -318,7 +317,8 @@ def method_from_answers(csv_path: Path, model: FaceModel) -> tuple[str | None, d
     from facecluster.labelling import choose_clustering
 
     answers = read_answers(csv_path)
-    methods = [model._method(None)] + [m for m in model.clusterers_ if m != model._method(None)]
+    default = model._method(None)
+    methods = sorted(model.clusterers_, key=lambda m: m != default)  # the default first: it wins ties
     candidates = {m: answers[f"cluster_{m}"].astype(float).astype(int).to_numpy()
                   for m in methods if f"cluster_{m}" in answers}
     if len(candidates) < 2:
@@ -326,30 +326,60 @@ def method_from_answers(csv_path: Path, model: FaceModel) -> tuple[str | None, d
     return choose_clustering(candidates, answers["label"].to_numpy(dtype=object), model.naming)
 
 
+def answers_features(csv_path: Path, images: Path, fitted: "FittedModel", store: FeatureStore | None = None,
+                     engine: Engine | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The answered rows of ``csv_path`` (paths relative to ``images``) reduced by the model, and their labels.
+
+    A path that is not a usable image of ``images`` is refused in one line naming it: an answer
+    that cannot be seen must not be silently dropped.
+    """
+    answers = read_answers(csv_path)
+    if "path" not in answers:
+        raise ModelError(f"{csv_path}: needs a path column (relative to {images}) to learn from the answers")
+    dataset = from_paths([Path(images) / p for p in answers["path"]])
+    scored = fitted.apply(dataset, store=store, engine=engine)
+    unusable = [p for p, ok in zip(answers["path"], scored.usable) if not ok]
+    if unusable:
+        raise ModelError(f"{csv_path}: {len(unusable)} answered image(s) are not usable images under {images} "
+                         f"(first: {unusable[0]}); give the folder the paths are relative to with --images")
+    return scored.reduced, answers["label"].to_numpy(dtype=object)
+
+
 def rename_clusters(path: Path, mapping: dict[int, str] | None, method: str | None = None,
-                    labels: Path | None = None) -> tuple[Path, str, dict[int, str], dict[str, float | None]]:
+                    labels: Path | None = None, images: Path | None = None, store: FeatureStore | None = None,
+                    engine: Engine | None = None) -> tuple[Path, str, dict[int, str], dict[str, float | None]]:
     """Name a saved model's clusters by hand (``mapping``) or from a labelled CSV (``labels``, see
     `mapping_from_labels`), and save it again in place (card kept); nothing is re-fitted.
 
     With ``labels`` and no ``method``, the method is the one whose clusters the answers agree with
     best (`method_from_answers`; it becomes the model's default). Returns the model folder, the
     method named, the names given and the answers' leave-one-out agreement per method (empty when
-    there was no choice to make).
+    there was no choice to make). With ``labels`` and ``images`` (the folder the CSV's paths are
+    relative to), the model also learns the method ``"answers"`` from them (`FaceModel.fit_answers`:
+    a linear classifier on its reduced features), which becomes its default.
     """
     fitted = FittedModel.load(path)
-    agreement = {}
+    model, agreement = fitted.model, {}
     if mapping is None and method is None:
-        chosen, agreement = method_from_answers(labels, fitted.model)
+        chosen, agreement = method_from_answers(labels, model)
         if chosen is not None:  # the answers' best method becomes the model's default
-            method = fitted.model.default_method_ = chosen
-    method = fitted.model._method(method)
+            method = model.default_method_ = chosen
+    method = model._method(method)
+    if method == ANSWERS:  # names are for clusterers: the default one before the answers
+        method = next(iter(model.clusterers_))
     if mapping is None:
-        mapping = mapping_from_labels(labels, fitted.model, method)
-    fitted.model.set_mapping(method, mapping)
+        mapping = mapping_from_labels(labels, model, method)
+    model.set_mapping(method, mapping)
     card = dict(fitted.card or {})
     card["named_by_hand"] = {**card.get("named_by_hand", {}), method: {str(k): v for k, v in sorted(mapping.items())}}
     if agreement:
         card["default_method"] = method
         card["method_from_answers"] = {"chosen": method, "leave_one_out_balanced_accuracy": agreement}
+    if images is not None:
+        reduced, answered = answers_features(labels, images, fitted, store, engine)
+        model.fit_answers(reduced, answered)
+        card["default_method"] = ANSWERS
+        card["answers"] = {"n_answers": model.answers_.n_answers_, "images": str(images),
+                           "labels_file": str(labels), "classifier": model.describe_method(ANSWERS)[1]}
     fitted.model.save(fitted.folder, card=card)
     return fitted.folder, method, mapping, agreement

@@ -30,6 +30,7 @@ from facecluster.resolve import build_config, load_config
     ({"methods": {"a": {"algorithm": "agglomerative", "params": {"linkage": "best"}}}},
      r"methods\.a\.params\.linkage: .*'ward'"),
     ({"methods": {"../../x": {"algorithm": "kmeans"}}}, r"methods\.'\.\./\.\./x': a method name names its figure files"),
+    ({"methods": {"answers": {"algorithm": "kmeans"}}}, r"methods\.'answers': reserved for the classifier"),
     ({"methods": {"b": {"algorithm": "birch", "mapping": {"first": "real"}}}}, r"methods\.b\.mapping: cluster ids are whole"),
     ({"methods": {"b": {"algorithm": "birch", "mapping": {"0": "genuine"}}}}, r"methods\.b\.mapping\.0: Input should be 'real' or 'fake'"),
     ({"seed": -1}, r"seed: Input should be greater than or equal to 0"),

@@ -319,3 +319,67 @@ def test_ask_never_chooses_validation_images(tmp_path, tiny_extractor, store):
     with pytest.raises(ModelError, match="unknown strategy"):
         ask_for_labels(data, tmp_path / "fit", tmp_path / "ask", k=4, strategy="nearest", store=store,
                        engine=LocalEngine(workers=0), progress=False)
+
+
+def test_answers_teach_a_linear_classifier_that_is_saved_as_data_and_scores_new_images(tmp_path, tiny_extractor,
+                                                                                     store, monkeypatch):
+    from typer.testing import CliRunner
+
+    from facecluster.labelling import AnswersClassifier
+
+    monkeypatch.setenv("COLUMNS", "200")
+    truth = _flatten(make_dataset(tmp_path / "labelled", {"train": {"real": 12, "fake": 12}}), tmp_path / "flat")
+    run(tmp_path / "flat", _config(), tmp_path / "fit", store=store, engine=LocalEngine(workers=0), progress=False)
+    cache = ["--cache-dir", str(store.root), "-q"]
+    asked = CliRunner().invoke(app, ["ask", str(tmp_path / "flat"), "--model", str(tmp_path / "fit"),
+                                     "--out", str(tmp_path / "ask"), "-k", "8", "--workers", "0", *cache])
+    assert asked.exit_code == 0, asked.output
+    table = pd.read_csv(tmp_path / "ask" / "ask.csv", dtype=str, keep_default_na=False)
+    table["label"] = [truth[p] for p in table["path"]]
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    lone = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--images", str(tmp_path / "flat")])
+    assert lone.exit_code == 2 and "--images goes with --labels" in lone.output
+    named = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--labels", str(tmp_path / "labels.csv"),
+                                     "--images", str(tmp_path / "flat"), "--cache-dir", str(store.root)])
+    assert named.exit_code == 0, named.output
+    assert "learnt the method 'answers'" in named.output
+
+    fitted = load_model(tmp_path / "fit")  # read back from disk: the classifier is data in the bundle
+    assert isinstance(fitted.model.answers_, AnswersClassifier) and fitted.model.answers_.n_answers_ == 8
+    assert fitted.model._method(None) == "answers" and fitted.card["answers"]["n_answers"] == 8
+    assert "answers" in fitted.model.method_names() and "answers" not in fitted.model.clusterers_
+    frame = fitted.score(tmp_path / "flat", store=store, engine=LocalEngine(workers=0))
+    assert set(frame["method"]) == {"answers"}
+    assert np.mean([label == truth[path] for path, label in zip(frame["path"], frame["label"])]) > 0.9
+    fakes = frame[[truth[p] == "fake" for p in frame["path"]]]["score"]
+    reals = frame[[truth[p] == "real" for p in frame["path"]]]["score"]
+    assert fakes.median() > 0.5 > reals.median()
+    scored = score_folder(tmp_path / "flat", tmp_path / "fit", tmp_path / "score", store=store,
+                          engine=LocalEngine(workers=0), progress=False)
+    assert scored["methods"]["answers"]["algorithm"] == "answers" and scored["scoring"]["method"] == "answers"
+    with pytest.raises(ModelError, match="'answers' is a classifier"):
+        fitted.model.set_mapping("answers", {0: "fake"})
+
+    table.loc[0, "path"] = "gone.jpg"
+    table.to_csv(tmp_path / "gone.csv", index=False)
+    missing = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--labels", str(tmp_path / "gone.csv"),
+                                       "--images", str(tmp_path / "flat"), "--cache-dir", str(store.root)])
+    assert missing.exit_code == 2 and "not usable images" in missing.output and "gone.jpg" in missing.output
+
+
+def test_the_answers_classifier_learns_from_labelled_rows_only_and_needs_both_classes():
+    from facecluster.labelling import AnswersClassifier
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (20, 3)), rng.normal(3, 1, (20, 3))])
+    y = np.array(["real"] * 20 + ["fake"] * 20, dtype=object)
+    partial = y.copy()
+    partial[5:20] = None
+    partial[25:40] = None
+    head = AnswersClassifier().fit(X, partial)
+    assert head.n_answers_ == 10
+    assert (head.predict(X) == y).mean() > 0.9
+    proba = head.predict_proba(np.vstack([X[:2], [[np.nan, 0, 0]]]))
+    assert np.allclose(proba[:2].sum(axis=1), 1) and np.isnan(proba[2]).all()
+    with pytest.raises(ValueError, match="at least one real and one fake"):
+        AnswersClassifier().fit(X[:20], y[:20])
