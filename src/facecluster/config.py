@@ -171,6 +171,12 @@ class EvaluationConfig(_Strict):
     supervised: bool = Field(
         True, description="Also score the supervised ceiling (logistic regression, linear SVM trained on train labels)."
     )
+    restarts: int = Field(
+        1, ge=1, le=100,
+        description="`run`/`fit`: fit with this many seeds (seed, seed+1, …) and keep the one whose best method has "
+                    "the best train-only criterion (cross-validated mapping on train labels); without train labels "
+                    "the first. Clusterers with local optima (GMM, k-means) land in different ones by seed.",
+    )
 
 
 class AuditConfig(_Strict):
@@ -235,7 +241,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "features": {"extractor": "facenet-bottleneck+spectrum-full"},
         "reduce": {"standardize": True, "n_components": 32},
         "methods": {"gmm": {"algorithm": "gmm", "params": {"n_clusters": 4, "covariance_type": "diag"}}},
-        "evaluation": {"naming": "enrichment"},
+        # One GMM fit lands in one of several optima (valid 0.58-0.77 over seeds on faces-ffhq); ten,
+        # kept by the train-only criterion, gave 0.750-0.777 over six orders and seed sets.
+        "evaluation": {"naming": "enrichment", "restarts": 10},
     },
 }
 

@@ -189,7 +189,7 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     model, evaluation = fit_and_evaluate(
         extraction.features, extraction.status, labels, splits, reduce=config.reduce, methods=config.methods,
         seed=config.seed, blocks=getattr(extractor, "blocks", None), naming=config.evaluation.naming,
-        n_resamples=config.evaluation.bootstrap_resamples,
+        n_resamples=config.evaluation.bootstrap_resamples, restarts=config.evaluation.restarts,
         model_params={"features": extractor.cache_identity(), "features_config": config.features.model_dump(mode="json"),
                       "faces": config.faces.model_dump(mode="json")})
     methods, assignments, synthetic = evaluation["methods"], evaluation["clusters"], evaluation["synthetic"]
@@ -209,6 +209,7 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "features": {**extractor.describe(), "dim": int(extraction.features.shape[1]),
                      "cues": cues_of(extractor.name)},
         "reduce": describe_reducer(reducer),
+        "restarts": evaluation["restarts"],
         "methods": methods,
         "supervised": (supervised_ceiling(extraction.features, labels, splits, usable & labelled, seed=config.seed)
                        if config.evaluation.supervised else {}),

@@ -223,3 +223,32 @@ def test_fit_never_sees_labels_and_a_manual_mapping_wins():
     assert evaluation["methods"]["k"]["mapping_source"] == "manual"
     assert evaluation["methods"]["k"]["mapping"] == {"0": "fake", "1": "real", "2": "real"}
     assert list(model.predict(X[:4])) == ["fake" if c == 0 else "real" for c in model.predict_clusters(X[:4])]
+
+
+def test_restarts_keep_the_seed_with_the_best_train_criterion_and_never_read_validation_labels():
+    rng = np.random.default_rng(0)
+    # four blobs; the label is one blob against the other three, so seeds that split it off score best
+    centres = np.array([[0, 0, 0], [4, 0, 0], [0, 4, 0], [4, 4, 0]], dtype=float)
+    blob = rng.integers(4, size=400)
+    X = (centres[blob] + rng.normal(scale=1.4, size=(400, 3))).astype(np.float32)
+    labels = np.where(blob == 0, "fake", "real").astype(object)
+    splits = np.where(np.arange(400) < 300, "train", "valid").astype(object)
+    status = ["ok"] * 400
+    methods = {"gmm": MethodConfig(algorithm="gmm", params={"n_clusters": 2})}
+    kwargs = dict(reduce=ReduceConfig(standardize=True, n_components=2), methods=methods, naming="enrichment",
+                  n_resamples=0)
+    model, evaluation = fit_and_evaluate(X, status, labels, splits, restarts=6, **kwargs)
+    record = evaluation["restarts"]
+    assert record["seeds"] == [0, 1, 2, 3, 4, 5] and len(record["criterion"]) == 6
+    best = record["criterion"].index(max(record["criterion"]))
+    assert record["chosen_seed"] == best == model.seed
+    assert evaluation["methods"]["gmm"]["train_criteria"]["cv_mapping_balanced_accuracy"] == max(record["criterion"])
+    shuffled = labels.copy()
+    shuffled[300:] = rng.permutation(shuffled[300:])  # other validation labels: the same choice
+    _, again = fit_and_evaluate(X, status, shuffled, splits, restarts=6, **kwargs)
+    assert again["restarts"] == record
+    unlabelled = np.full(400, None, dtype=object)
+    _, free = fit_and_evaluate(X, status, unlabelled, splits, restarts=3, **kwargs)
+    assert free["restarts"]["criterion"] == [None, None, None] and free["restarts"]["chosen_seed"] == 0
+    one, single = fit_and_evaluate(X, status, labels, splits, **kwargs)
+    assert single["restarts"]["seeds"] == [0] and one.seed == 0
