@@ -35,7 +35,7 @@ from scipy.stats import fisher_exact
 from facecluster.config import LABELS, Config
 from facecluster.dataset import DEFAULT_LABEL_NAMES, SPLIT_NAMES, Dataset, Sample
 from facecluster.history_checks import history_checks
-from facecluster.imagemeta import ImageMeta, read_meta
+from facecluster.imagemeta import ImageMeta, meta_from_vector, meta_table, meta_vector, name_words, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -240,17 +240,36 @@ def _label_folders(config: Config) -> set[str]:
     return {k.lower() for k in DEFAULT_LABEL_NAMES} | {k.lower() for k in config.dataset.label_names}
 
 
-def read_metadata(dataset: Dataset, config: Config, rows: np.ndarray) -> list[ImageMeta]:
-    """Metadata and thumbnails of the chosen rows, read by a few threads (decoding releases the GIL)."""
+def read_metadata(dataset: Dataset, config: Config, rows: np.ndarray, store=None) -> list[ImageMeta]:
+    """Metadata and thumbnails of the chosen rows, read by a few threads (decoding releases the GIL).
+
+    With a ``store``, what a file's bytes say is cached by content hash (`imagemeta.meta_table`), so a
+    re-run reads only the files it has not seen; the name words always come from the current name.
+    """
     folders = _label_folders(config)
     extra = frozenset(folders)
+    table = meta_table(store) if store is not None else None
+    keys = [dataset.samples[i].sha256 or None for i in rows.tolist()]
+    cached = table.get([k for k in keys if k]) if table is not None else {}
 
-    def one(i):
-        sample = dataset.samples[i]
-        return read_meta(sample.path, relative_name(sample, folders), extra)
+    def one(position: int) -> ImageMeta:
+        sample = dataset.samples[int(rows[position])]
+        name = relative_name(sample, folders)
+        if keys[position] in cached:
+            return meta_from_vector(cached[keys[position]], name_words(name, extra))
+        return read_meta(sample.path, name, extra)
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        return list(pool.map(one, rows.tolist()))
+        metas = list(pool.map(one, range(len(keys))))
+    if table is not None:
+        new = {key: vector for key, meta in zip(keys, metas)
+               if key and key not in cached and (vector := meta_vector(meta)) is not None}
+        if new:
+            try:
+                table.put(list(new), np.stack(list(new.values())))
+            except OSError as error:  # an unwritable cache costs the next run time, never this one's audit
+                log.warning("file metadata not cached in %s (%s)", table.folder, error)
+    return metas
 
 
 def named_clusterings(model, clusters: dict[str, np.ndarray], prefix: str = "") -> dict[str, dict]:
@@ -349,7 +368,7 @@ def audit(dataset: Dataset, config: Config, engine=None, store=None, alignment: 
 def _audit(dataset: Dataset, config: Config, engine, store, alignment: bool, progress: bool,
            clusterings: dict[str, dict]) -> dict:
     rows = _sample_rows(dataset, config.audit.max_images_per_label, config.seed)
-    metas = read_metadata(dataset, config, rows)
+    metas = read_metadata(dataset, config, rows, store)
     readable = np.array([m.error is None for m in metas], dtype=bool)  # bool even when no image is labelled
     labels = np.array([dataset.samples[i].label for i in rows], dtype=object)
     out = {"n_images": len(dataset.samples), "n_read": int(readable.sum()),

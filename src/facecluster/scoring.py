@@ -210,7 +210,7 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
     }
     write_text(out / "config.toml", dump_config(config))
     write_json(out / "results.json", results)
-    write_report(out)
+    write_report(out, store=store or FeatureStore())  # the thumbnails' crops cached with the features
     return results
 
 
