@@ -23,7 +23,8 @@ the first time it is read, and its entries are recomputed. Files are read with
 ``allow_pickle=False``: nothing executable is ever loaded.
 
 A table's values are float32 (features, probes) unless it is opened with ``dtype="uint8"``
-(pixels: the face crops of `facecluster.face_crops`); the manifest records the dtype, a
+(pixels: the face crops of `facecluster.face_crops`) or ``"float64"`` (numbers that must come
+back exactly: `facecluster.separation`'s answers); the manifest records the dtype, a
 manifest without one (none was written so) is float32, and a shard whose dtype is not its
 table's is set aside like any other corrupt shard.
 """
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 SHARD_ROWS = 16384  # a put larger than this is split; 32 MiB of 512-d float32 per shard
 STALE_SECONDS = 3600  # temporaries and manifest-less files older than this are swept
-DTYPES = ("float32", "uint8")  # what a table may hold: vectors, or pixels
+DTYPES = ("float32", "float64", "uint8")  # what a table may hold: vectors, exact numbers, or pixels
 
 
 def default_store_dir() -> Path:
@@ -134,14 +135,14 @@ class FeatureTable:
         What the vectors depend on; written to ``identity.json``.
     shard_rows : int
         Largest shard a `put` writes; bigger puts are split.
-    dtype : {"float32", "uint8"}
-        What the values are: float32 vectors, or uint8 pixels (a `put` refuses other integers
-        rather than wrapping them).
+    dtype : {"float32", "float64", "uint8"}
+        What the values are: float32 vectors, float64 numbers, or uint8 pixels (a `put` refuses
+        anything but uint8 values there rather than wrapping them).
     """
 
     def __init__(self, folder: Path, identity: dict, shard_rows: int = SHARD_ROWS, dtype: str = "float32"):
         if dtype not in DTYPES:
-            raise ValueError(f"a feature table holds {' or '.join(DTYPES)} values, not {dtype!r}")
+            raise ValueError(f"a feature table holds {', '.join(DTYPES)} values, not {dtype!r}")
         self.folder = Path(folder)
         self.identity = identity
         self.shard_rows = shard_rows

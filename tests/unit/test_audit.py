@@ -164,3 +164,36 @@ def test_a_reaudit_reads_each_file_once_and_gets_the_same_metadata(tmp_path, mon
     assert all(_same_meta(a, b) and _same_meta(a, c) for a, b, c in zip(first, again, plain))
     assert any(m.name_words == ["fake"] for m in again)  # names come from the names, not the cache
     assert audit(dataset, config, store=store)["checks"] == audit(dataset, config)["checks"]
+
+
+def test_a_reaudit_of_unchanged_files_fits_no_classifier_and_a_changed_label_refits(tmp_path, monkeypatch):
+    import sklearn.model_selection
+
+    from facecluster.separation import SeparationCache, oof_separation
+    from facecluster.store import FeatureStore
+
+    dataset = discover(leaky_dataset(tmp_path / "leaky", n=8))
+    config, store = build_config(), FeatureStore(tmp_path / "cache")
+    first = audit(dataset, config, store=store)
+    fitted = []
+    real = sklearn.model_selection.cross_val_predict
+    monkeypatch.setattr(sklearn.model_selection, "cross_val_predict", lambda *a, **k: fitted.append(1) or real(*a, **k))
+    again = audit(dataset, config, store=FeatureStore(tmp_path / "cache"))
+    assert fitted == [] and again["checks"] == first["checks"] and again["flags"] == first["flags"]
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), np.array(["real", "fake"] * 20, dtype=object)
+    cache = SeparationCache(store)
+    plain = oof_separation(X, y, _tree(0), 0)
+    assert oof_separation(X, y, _tree(0), 0, cache) == plain and len(fitted) == 2
+    cache.flush()
+    assert oof_separation(X, y, _tree(0), 0, SeparationCache(store)) == plain and len(fitted) == 2  # exact: float64
+    y[0] = "fake"
+    oof_separation(X, y, _tree(0), 0, SeparationCache(store))
+    oof_separation(X, y, _tree(0, depth=2), 0, SeparationCache(store))
+    assert len(fitted) == 4  # another label, other parameters: fitted again
+
+
+def _tree(seed, depth=3):
+    from facecluster.audit import _tree as tree
+
+    return tree(seed, depth)

@@ -226,7 +226,7 @@ def test_uint8_table_refuses_values_it_would_wrap(tmp_path):
     table = FeatureStore(tmp_path).table("crops", {}, dtype="uint8")
     with pytest.raises(ValueError, match="uint8 pixels"):
         table.put(["a"], np.array([[300.0, 1.0]]))
-    with pytest.raises(ValueError, match="float32 or uint8"):
+    with pytest.raises(ValueError, match="float32, float64, uint8"):
         FeatureStore(tmp_path).table("x", {}, dtype="int64")
 
 
