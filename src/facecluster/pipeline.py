@@ -240,8 +240,8 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "scoring": write_scores(out, dataset, extraction, model, assignments, synthetic),
         "provenance": provenance(config, engine=engine.name),
         "timings": {"extract_seconds": round(extract_seconds, 3), **{f"{k}_seconds": round(v, 3) for k, v in extraction.seconds.items()},
-                    "computed": extraction.computed,
-                    "discover_seconds": round(discover_seconds, 3), "fit_seconds": round(fit_seconds, 3), "figures_seconds": round(figures_seconds, 3),
+                    "computed": extraction.computed, "discover_seconds": round(discover_seconds, 3),
+                    "fit_seconds": round(fit_seconds, 3), "figures_seconds": round(figures_seconds, 3),
                     "audit_seconds": round(audit_seconds, 3), "total_seconds": round(time.perf_counter() - started, 3),
                     **({"nodes": extraction.nodes, "sent_by_driver": extraction.sent_by_driver} if extraction.nodes else {})},
     }

@@ -386,8 +386,17 @@ class FeatureStore:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else default_store_dir()
 
-    def table(self, name: str, identity: dict, dtype: str = "float32") -> FeatureTable:
-        """The table for an extractor ``name`` with the given identity (``dtype``: see `FeatureTable`)."""
-        if dtype != "float32":  # its own folder, so that no reader of another dtype sets its shards aside
+    def table(self, name: str, identity: dict, dtype: str | None = None) -> FeatureTable:
+        """The table for an extractor ``name`` with the given identity.
+
+        ``dtype`` (see `FeatureTable`; default float32) other than float32 is recorded in the
+        identity, so such a table has a folder of its own and its ``identity.json`` alone
+        reopens it with its dtype: no reader of another dtype ever sets its shards aside.
+        """
+        named = identity.get("dtype")
+        if dtype is not None and named is not None and named != dtype:
+            raise ValueError(f"the identity of table {name!r} names dtype {named!r}, not {dtype!r}")
+        dtype = dtype or named or "float32"
+        if dtype != "float32":
             identity = {**identity, "dtype": dtype}
         return FeatureTable(self.root / f"{name}-{identity_key(identity)}", identity, dtype=dtype)

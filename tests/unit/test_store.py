@@ -219,7 +219,13 @@ def test_uint8_pixels_round_trip_exactly_in_a_folder_of_their_own(tmp_path):
     # the same name and identity as float32 is another table: neither reader sets the other's shards aside
     assert store.table("crops", {"size": 4}).folder != table.folder
     assert store.table("crops", {"size": 4}).get(["a"]) == {}
+    # reopened from its identity.json alone (as a tool walking the cache does), with its dtype
+    again = store.table("crops", json.loads((table.folder / "identity.json").read_text()))
+    assert again.folder == table.folder and again.dtype == np.uint8
+    np.testing.assert_array_equal(again.get(["b"])["b"], stored[1])
     assert not list(table.folder.glob("*.corrupt"))
+    with pytest.raises(ValueError, match="names dtype 'uint8'"):
+        store.table("crops", {"size": 4, "dtype": "uint8"}, dtype="float64")
 
 
 def test_uint8_table_refuses_values_it_would_wrap(tmp_path):
