@@ -67,8 +67,9 @@ class SeparationCache:
         if row is not None:
             return _verdict(*(None if np.isnan(v) else float(v) for v in row))
         result = compute()
-        if result["balanced_accuracy"] is not None:
-            self.new[key] = np.array([result[name] for name in _FIELDS], dtype=np.float64)
+        row = np.array([np.nan if result[name] is None else result[name] for name in _FIELDS], dtype=np.float64)
+        if np.isfinite(row).all():  # NaN stands for None in the store: only whole answers are kept
+            self.new[key] = row
         return result
 
     def flush(self) -> None:
