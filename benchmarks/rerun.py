@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--warm-rounds", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None, help="only the first N images (a smoke run)")
     args = parser.parse_args()
+    load_before = os.getloadavg()  # the machine must be quiet for figures worth quoting
     with tempfile.TemporaryDirectory(prefix="facecluster-rerun-bench-") as tmp:
         tmp = Path(tmp)
         data = subset(args.data, args.limit, tmp / "data")
@@ -127,7 +128,7 @@ def main() -> None:
     cold_median, warm_median = median_row(cold), median_row(warm)
     ratio = warm_median["wall_seconds"] / cold_median["wall_seconds"]
     payload = {"benchmark": "rerun", "created": dt.datetime.now().isoformat(timespec="seconds"),
-               "machine": machine(), "data": str(args.data), "limit": args.limit, "preset": "study",
+               "machine": machine(), "load_average_before": load_before, "data": str(args.data), "limit": args.limit, "preset": "study",
                "cold": {"median": cold_median, "runs": cold}, "warm": {"median": warm_median, "runs": warm},
                "warm_over_cold": ratio, "goal": 0.10}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -137,8 +138,8 @@ def main() -> None:
             for name in ("wall_seconds", "startup_and_import_seconds", *(f"{s}_seconds" for s in STAGES),
                          "run_seconds", "report_seconds")]
     print_table(["stage (s)", f"cold (median of {len(cold)})", f"warm (median of {len(warm)})"], rows)
-    print(f"\nwarm / cold = {ratio:.3f} (goal ≤ 0.10); load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores; {path}")
+    print(f"\nwarm / cold = {ratio:.3f} (goal ≤ 0.10); load average {load_before[0]:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores; {path}")
 
 
 if __name__ == "__main__":
