@@ -35,12 +35,11 @@ from scipy.stats import fisher_exact
 from facecluster.config import LABELS, Config
 from facecluster.dataset import DEFAULT_LABEL_NAMES, SPLIT_NAMES, Dataset, Sample
 from facecluster.history_checks import history_checks
-from facecluster.imagemeta import ImageMeta, read_meta
+from facecluster.separation import FLAG_BALANCED_ACCURACY, FLAG_P_VALUE, SeparationCache, oof_separation
+from facecluster.imagemeta import ImageMeta, meta_from_vector, meta_table, meta_vector, name_words, read_meta
 
 log = logging.getLogger(__name__)
 
-FLAG_BALANCED_ACCURACY = 0.6
-FLAG_P_VALUE = 1e-3
 SHARE_DIFFERENCE = 0.05  # a binary attribute's share must differ by this much between labels
 NAME_SHARE_DIFFERENCE = 0.1
 ALIGNMENT_KEPT = 0.5  # warn when aligned crops keep less than this share of the box crops' separation
@@ -66,22 +65,6 @@ def _sample_rows(dataset: Dataset, max_per_label: int, seed: int) -> np.ndarray:
             members = np.sort(rng.choice(members, max_per_label, replace=False))
         rows.extend(members.tolist())
     return np.array(sorted(rows), dtype=int)
-
-
-def _oof_separation(X: np.ndarray, y: np.ndarray, model, seed: int) -> dict:
-    """Cross-validated balanced accuracy of ``model`` and the Fisher p-value of its out-of-fold predictions."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    n_folds = int(min(5, Counter(y.tolist()).most_common()[-1][1]))
-    if n_folds < 2 or len(set(y.tolist())) < 2:
-        return {"balanced_accuracy": None, "accuracy": None, "p_value": None, "separates": False}
-    predicted = cross_val_predict(model, X, y, cv=StratifiedKFold(n_folds, shuffle=True, random_state=seed))
-    table = [[int(np.sum((y == a) & (predicted == b))) for b in LABELS] for a in LABELS]
-    p_value = float(fisher_exact(table, alternative="greater").pvalue)
-    balanced = float(balanced_accuracy_score(y, predicted))
-    return {"balanced_accuracy": balanced, "accuracy": float(accuracy_score(y, predicted)), "p_value": p_value,
-            "separates": bool(balanced >= FLAG_BALANCED_ACCURACY and p_value <= FLAG_P_VALUE)}
 
 
 def _tree(seed: int, depth: int = 3):
@@ -121,8 +104,9 @@ def _share_check(name: str, flags: np.ndarray, labels: np.ndarray, what: str) ->
     return {"check": name, "flag": bool(flag), "message": message, "counts": counts, "p_value": p_value}
 
 
-def metadata_checks(metas: list[ImageMeta], labels: np.ndarray, seed: int = 0) -> list[dict]:
-    """Per-attribute and combined metadata checks."""
+def metadata_checks(metas: list[ImageMeta], labels: np.ndarray, seed: int = 0,
+                    cache: SeparationCache | None = None) -> list[dict]:
+    """Per-attribute and combined metadata checks (``cache``: see `facecluster.separation`)."""
     from sklearn.ensemble import RandomForestClassifier
 
     checks = [_share_check("greyscale", np.array([m.greyscale for m in metas]), labels, "greyscale share"),
@@ -130,7 +114,7 @@ def metadata_checks(metas: list[ImageMeta], labels: np.ndarray, seed: int = 0) -
               _share_check("progressive", np.array([m.progressive for m in metas]), labels, "progressive JPEG share")]
     columns = _attribute_columns(metas)
     for name, (values, categorical) in columns.items():
-        result = _oof_separation(_encode(values, categorical), labels, _tree(seed), seed)
+        result = oof_separation(_encode(values, categorical), labels, _tree(seed), seed, cache)
         summary = {label: _describe_values(name, values[labels == label], categorical) for label in LABELS}
         hint = "; file size follows content (detail, colour) as well as encoding" if name == "file_size" else ""
         verdict = (f"{name} alone separates the labels (balanced accuracy {result['balanced_accuracy']:.2f}, "
@@ -140,7 +124,7 @@ def metadata_checks(metas: list[ImageMeta], labels: np.ndarray, seed: int = 0) -
     X = np.hstack([_encode(v, c) for v, c in columns.values()]
                   + [np.array([[m.greyscale, m.exif, m.progressive] for m in metas], dtype=float)])
     forest = RandomForestClassifier(n_estimators=100, max_depth=6, class_weight="balanced", random_state=seed, n_jobs=1)
-    result = _oof_separation(X, labels, forest, seed)
+    result = oof_separation(X, labels, forest, seed, cache)
     message = (f"metadata alone (no pixels, no names) separates the labels: balanced accuracy "
                f"{result['balanced_accuracy']:.2f} (random forest, cross-validated)"
                if result["separates"] else
@@ -163,7 +147,8 @@ def _describe_values(name: str, values: np.ndarray, categorical: bool) -> str:
     return f"median {np.median(values):.3g}"
 
 
-def name_checks(names: list[str], words: list[list[str]], labels: np.ndarray, seed: int = 0) -> list[dict]:
+def name_checks(names: list[str], words: list[list[str]], labels: np.ndarray, seed: int = 0,
+                cache: SeparationCache | None = None) -> list[dict]:
     """Label words in the names, and whether a character n-gram classifier on the names separates the labels."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -184,7 +169,7 @@ def name_checks(names: list[str], words: list[list[str]], labels: np.ndarray, se
                           LogisticRegression(max_iter=1000, class_weight="balanced"))
     stems = np.array([name.rsplit(".", 1)[0] or "_" for name in names], dtype=object)
     try:
-        result = _oof_separation(stems, labels, model, seed)
+        result = oof_separation(stems, labels, model, seed, cache)
     except ValueError:  # empty vocabulary (names without letters or digits)
         result = {"balanced_accuracy": None, "accuracy": None, "p_value": None, "separates": False}
     checks.append({"check": "names:classifier", "flag": result["separates"], **result,
@@ -194,14 +179,15 @@ def name_checks(names: list[str], words: list[list[str]], labels: np.ndarray, se
     return checks
 
 
-def thumbnail_check(thumbnails: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
+def thumbnail_check(thumbnails: np.ndarray, labels: np.ndarray, seed: int = 0,
+                    cache: SeparationCache | None = None) -> dict:
     """Framing: a logistic regression on 32×32 grey thumbnails of the whole frame."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000, class_weight="balanced"))
-    result = _oof_separation(thumbnails.reshape(len(thumbnails), -1), labels, model, seed)
+    result = oof_separation(thumbnails.reshape(len(thumbnails), -1), labels, model, seed, cache)
     message = (f"framing: 32x32 grey thumbnails of the whole frame separate the labels (accuracy "
                f"{result['accuracy']:.2f}, balanced {result['balanced_accuracy']:.2f}): composition differs by label "
                "(face position, size, background); clusters may follow framing, not realness" if result["separates"] else
@@ -240,17 +226,36 @@ def _label_folders(config: Config) -> set[str]:
     return {k.lower() for k in DEFAULT_LABEL_NAMES} | {k.lower() for k in config.dataset.label_names}
 
 
-def read_metadata(dataset: Dataset, config: Config, rows: np.ndarray) -> list[ImageMeta]:
-    """Metadata and thumbnails of the chosen rows, read by a few threads (decoding releases the GIL)."""
+def read_metadata(dataset: Dataset, config: Config, rows: np.ndarray, store=None) -> list[ImageMeta]:
+    """Metadata and thumbnails of the chosen rows, read by a few threads (decoding releases the GIL).
+
+    With a ``store``, what a file's bytes say is cached by content hash (`imagemeta.meta_table`), so a
+    re-run reads only the files it has not seen; the name words always come from the current name.
+    """
     folders = _label_folders(config)
     extra = frozenset(folders)
+    table = meta_table(store) if store is not None else None
+    keys = [dataset.samples[i].sha256 or None for i in rows.tolist()]
+    cached = table.get([k for k in keys if k]) if table is not None else {}
 
-    def one(i):
-        sample = dataset.samples[i]
-        return read_meta(sample.path, relative_name(sample, folders), extra)
+    def one(position: int) -> ImageMeta:
+        sample = dataset.samples[int(rows[position])]
+        name = relative_name(sample, folders)
+        if keys[position] in cached:
+            return meta_from_vector(cached[keys[position]], name_words(name, extra))
+        return read_meta(sample.path, name, extra)
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        return list(pool.map(one, rows.tolist()))
+        metas = list(pool.map(one, range(len(keys))))
+    if table is not None:
+        new = {key: vector for key, meta in zip(keys, metas)
+               if key and key not in cached and (vector := meta_vector(meta)) is not None}
+        if new:
+            try:
+                table.put(list(new), np.stack(list(new.values())))
+            except OSError as error:  # an unwritable cache costs the next run time, never this one's audit
+                log.warning("file metadata not cached in %s (%s)", table.folder, error)
+    return metas
 
 
 def named_clusterings(model, clusters: dict[str, np.ndarray], prefix: str = "") -> dict[str, dict]:
@@ -349,7 +354,7 @@ def audit(dataset: Dataset, config: Config, engine=None, store=None, alignment: 
 def _audit(dataset: Dataset, config: Config, engine, store, alignment: bool, progress: bool,
            clusterings: dict[str, dict]) -> dict:
     rows = _sample_rows(dataset, config.audit.max_images_per_label, config.seed)
-    metas = read_metadata(dataset, config, rows)
+    metas = read_metadata(dataset, config, rows, store)
     readable = np.array([m.error is None for m in metas], dtype=bool)  # bool even when no image is labelled
     labels = np.array([dataset.samples[i].label for i in rows], dtype=object)
     out = {"n_images": len(dataset.samples), "n_read": int(readable.sum()),
@@ -367,9 +372,12 @@ def _audit(dataset: Dataset, config: Config, engine, store, alignment: bool, pro
     kept = [m for m, ok in zip(metas, readable) if ok]
     y = labels[readable]
     names = [relative_name(dataset.samples[i], _label_folders(config)) for i, ok in zip(rows, readable) if ok]
-    checks = metadata_checks(kept, y, config.seed)
-    checks += name_checks(names, [m.name_words for m in kept], y, config.seed)
-    checks.append(thumbnail_check(np.stack([m.thumbnail for m in kept]), y, config.seed))
+    cache = SeparationCache(store) if store is not None else None  # the classifiers' answers, by their inputs
+    checks = metadata_checks(kept, y, config.seed, cache)
+    checks += name_checks(names, [m.name_words for m in kept], y, config.seed, cache)
+    checks.append(thumbnail_check(np.stack([m.thumbnail for m in kept]), y, config.seed, cache))
+    if cache is not None:
+        cache.flush()
     if alignment and engine is not None and store is not None:
         checks.append(alignment_check(dataset, config, engine, store, progress, clusterings))
     # The probes read whole files at full resolution (about 60 ms of CPU per file): a seeded sample

@@ -397,12 +397,17 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `facecluster run`.")],
     images: Annotated[Optional[Path], typer.Option(
         help="Where the dataset's images are now, if they moved since the run.")] = None,
+    cache_dir: CacheDir = None,
 ) -> None:
-    """Rebuild RUN_DIR/report.html from the run's results.json and files; nothing is recomputed."""
+    """Rebuild RUN_DIR/report.html from the run's results.json and files; nothing is recomputed.
+
+    The thumbnails' face crops come from the feature cache when the run (or an earlier report) put them there.
+    """
     from facecluster.report.html import write_report
+    from facecluster.store import FeatureStore
 
     with _ErrorHandler(run_dir):
-        path = write_report(run_dir, root=images)
+        path = write_report(run_dir, root=images, store=FeatureStore(cache_dir))
         err_console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from facecluster.images import FORMATS, MAX_PIXELS, ImageError, display_name, read_bytes
+from facecluster.store import FeatureStore, FeatureTable
 
 # Words that give a real/fake label away when they sit in a file or folder name.
 LABEL_WORDS = frozenset({
@@ -127,3 +128,42 @@ def read_meta(path, relative_name: str, extra_words: frozenset[str] = frozenset(
     except Exception as error:  # any parser failure on hostile bytes is this file's, not the audit's
         meta.error = f"{display_name(relative_name)}: {type(error).__name__}: {display_name(str(error))[:120]}"
     return meta
+
+
+# ---- cached in the feature store -----------------------------------------------------------
+#: Bump when what `read_meta` measures changes: it keys the metadata cached in the feature store.
+META_VERSION = 1
+MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV",
+         "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+SUBSAMPLINGS = (None, "4:4:4", "4:2:2", "4:2:0", "other")
+_EXACT_FLOAT32 = 2**24  # integers up to this are exact in float32
+_HEAD = 12  # the fields before the thumbnail in a stored row
+
+
+def meta_table(store: FeatureStore) -> FeatureTable:
+    """The store's table of file metadata and thumbnails, keyed by content hash."""
+    return store.table("image-meta", {"version": META_VERSION, "thumbnail": THUMBNAIL})
+
+
+def meta_vector(meta: ImageMeta) -> np.ndarray | None:
+    """``meta`` as one float32 row of `meta_table` (names excepted: they are not content); None when it
+    cannot be stored exactly (an unreadable file is read again next time)."""
+    if (meta.error is not None or meta.thumbnail is None or meta.format not in FORMATS or meta.mode not in MODES
+            or meta.subsampling not in SUBSAMPLINGS or max(meta.width, meta.height) >= _EXACT_FLOAT32):
+        return None
+    head = [FORMATS.index(meta.format), MODES.index(meta.mode), meta.width, meta.height,
+            meta.file_size // _EXACT_FLOAT32, meta.file_size % _EXACT_FLOAT32,
+            -1 if meta.jpeg_quality is None else meta.jpeg_quality, meta.jpeg_quality_exact,
+            SUBSAMPLINGS.index(meta.subsampling), meta.progressive, meta.exif, meta.greyscale]
+    return np.concatenate([np.array(head, dtype=np.float32), meta.thumbnail.reshape(-1).astype(np.float32)])
+
+
+def meta_from_vector(row: np.ndarray, name_words: list[str]) -> ImageMeta:
+    """The `ImageMeta` a `meta_vector` row holds, with the file's ``name_words`` (from its current name)."""
+    head = [int(v) for v in row[:_HEAD]]
+    return ImageMeta(format=FORMATS[head[0]], mode=MODES[head[1]], width=head[2], height=head[3],
+                     file_size=head[4] * _EXACT_FLOAT32 + head[5],
+                     jpeg_quality=None if head[6] < 0 else head[6], jpeg_quality_exact=bool(head[7]),
+                     subsampling=SUBSAMPLINGS[head[8]], progressive=bool(head[9]), exif=bool(head[10]),
+                     greyscale=bool(head[11]), name_words=name_words,
+                     thumbnail=np.asarray(row[_HEAD:], dtype=np.float32).reshape(THUMBNAIL, THUMBNAIL))

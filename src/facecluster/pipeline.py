@@ -14,9 +14,8 @@ from facecluster.config import Config, dump_config
 from facecluster.dataset import Dataset, DatasetError, discover
 from facecluster.engines import Engine, Extraction
 from facecluster.engines.local import LocalEngine
-from facecluster.faces import cut_face
+from facecluster.face_crops import FaceToCut, cut_faces
 from facecluster.features import cues_of, make_extractor
-from facecluster.images import decode_rgb, read_bytes
 from facecluster.errors import ModelError
 from facecluster.model import fit_and_evaluate
 from facecluster.outputs import provenance, write_json, write_table, write_text
@@ -48,21 +47,30 @@ def new_run_dir(base: Path = Path("runs")) -> Path:
 
 
 def draw_montages(out: Path, name: str, dataset: Dataset, extraction: Extraction, clusters: np.ndarray,
-                  config: Config) -> dict[str, str]:
+                  config: Config, store: FeatureStore | None = None) -> dict[str, str]:
+    """One montage PNG per cluster (a seeded sample of its train members); the crops cached in ``store``."""
     rng = np.random.default_rng(config.seed)
-    files = {}
     train = np.array([s.split == "train" for s in dataset.samples])
+    chosen = {}
     for cluster in sorted(np.unique(clusters[clusters >= 0]).tolist()):
         members = np.flatnonzero((clusters == cluster) & train)
         if len(members) == 0:
             members = np.flatnonzero(clusters == cluster)
-        chosen = rng.choice(members, size=min(config.report.montage_size, len(members)), replace=False)
-        faces, borders = [], []
-        for i in sorted(chosen.tolist()):
-            sample = dataset.samples[i]
-            rgb = decode_rgb(read_bytes(sample.path, sample.relpath), sample.relpath)
-            faces.append(cut_face(rgb, extraction.records[i], config.faces, config.report.thumbnail))
-            borders.append(LABEL_COLOURS.get(sample.label, UNLABELLED_COLOUR))
+        picked = rng.choice(members, size=min(config.report.montage_size, len(members)), replace=False)
+        chosen[cluster] = sorted(picked.tolist())
+    rows = [i for picked in chosen.values() for i in picked]
+    to_cut = [FaceToCut(dataset.samples[i].path, dataset.samples[i].relpath, dataset.samples[i].sha256 or None,
+                        FaceRecord.from_array(extraction.records[i])) for i in rows]
+    crops = dict(zip(rows, cut_faces(to_cut, config.report.thumbnail, config.faces.margin, config.faces.crop,
+                                     store=store)))
+    files = {}
+    for cluster, picked in chosen.items():
+        kept = [i for i in picked if crops[i] is not None]  # a file gone since extraction has no tile
+        if len(kept) < len(picked):
+            log.warning("montage of %s cluster %s: %d faces could not be re-read from their images", name, cluster,
+                        len(picked) - len(kept))
+        faces = [crops[i] for i in kept]
+        borders = [LABEL_COLOURS.get(dataset.samples[i].label, UNLABELLED_COLOUR) for i in kept]
         path = out / f"montage-{name}-cluster{cluster}.png"
         montage_png(path, faces, tile=config.report.thumbnail, borders=borders)
         files[str(cluster)] = path.name
@@ -70,13 +78,14 @@ def draw_montages(out: Path, name: str, dataset: Dataset, extraction: Extraction
 
 
 def draw_method_figures(out: Path, name: str, dataset: Dataset, extraction: Extraction, reduced: np.ndarray,
-                        clusters: np.ndarray, usable: np.ndarray, config: Config, title: str) -> dict:
+                        clusters: np.ndarray, usable: np.ndarray, config: Config, title: str,
+                        store: FeatureStore | None = None) -> dict:
     """One method's scatter (usable rows) and its cluster montages; their file names for results.json."""
     labels = np.array([s.label for s in dataset.samples], dtype=object)
     splits = np.array([s.split for s in dataset.samples], dtype=object)
     scatter = scatter_png(out / f"scatter-{name}.png", reduced[usable], clusters[usable], labels[usable],
                           splits[usable], title)
-    return {"scatter": scatter.name, "montages": draw_montages(out, name, dataset, extraction, clusters, config)}
+    return {"scatter": scatter.name, "montages": draw_montages(out, name, dataset, extraction, clusters, config, store)}
 
 
 def image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[str, np.ndarray],
@@ -176,6 +185,7 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     store = store or FeatureStore()
     engine = engine or LocalEngine()
     dataset = discover(source, config.dataset)
+    discover_seconds = time.perf_counter() - started
     extractor = make_extractor(config.features)
     t0 = time.perf_counter()
     extraction = engine.extract(dataset.samples, config.faces, extractor, store, progress=progress)
@@ -195,12 +205,21 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
     methods, assignments, synthetic = evaluation["methods"], evaluation["clusters"], evaluation["synthetic"]
     usable, reduced, reducer = evaluation["usable"], evaluation["reduced"], model.reducer_
     labelled = labelled_rows(labels)
+    fit_seconds = time.perf_counter() - t0 - extract_seconds
+    t0 = time.perf_counter()
     for name in [m for m in methods if m in assignments]:
         methods[name]["figures"] = draw_method_figures(out, name, dataset, extraction, reduced, assignments[name],
-                                                       usable, config, f"{name}: clusters of {extractor.name} features")
+                                                       usable, config, f"{name}: clusters of {extractor.name} features",
+                                                       store=store)
+    figures_seconds = time.perf_counter() - t0
     np.save(out / "reduced.npy", reduced.astype(np.float32), allow_pickle=False)
 
     problems = problem_entries(dataset, extraction, usable, extractor.name)
+    t0 = time.perf_counter()
+    # The audit sees the run's clusters, to say how much each follows the files' processing history.
+    audit_result = (audit_dataset(dataset, config, store=store, clusterings=named_clusterings(model, assignments))
+                    if config.audit.enabled else None)
+    audit_seconds = time.perf_counter() - t0
     results = {
         "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -213,9 +232,7 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "methods": methods,
         "supervised": (supervised_ceiling(extraction.features, labels, splits, usable & labelled, seed=config.seed)
                        if config.evaluation.supervised else {}),
-        # The audit sees the run's clusters, to say how much each follows the files' processing history.
-        "audit": (audit_dataset(dataset, config, store=store, clusterings=named_clusterings(model, assignments))
-                  if config.audit.enabled else None),
+        "audit": audit_result,
         "problems": problems,
         "skipped": dataset.skipped,
         "warnings": dataset.warnings,
@@ -224,7 +241,9 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "scoring": write_scores(out, dataset, extraction, model, assignments, synthetic),
         "provenance": provenance(config, engine=engine.name),
         "timings": {"extract_seconds": round(extract_seconds, 3), **{f"{k}_seconds": round(v, 3) for k, v in extraction.seconds.items()},
-                    "computed": extraction.computed, "total_seconds": round(time.perf_counter() - started, 3),
+                    "computed": extraction.computed, "discover_seconds": round(discover_seconds, 3),
+                    "fit_seconds": round(fit_seconds, 3), "figures_seconds": round(figures_seconds, 3),
+                    "audit_seconds": round(audit_seconds, 3), "total_seconds": round(time.perf_counter() - started, 3),
                     **({"nodes": extraction.nodes, "sent_by_driver": extraction.sent_by_driver} if extraction.nodes else {})},
     }
     write_text(out / "config.toml", dump_config(config))
@@ -235,6 +254,6 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         log.warning("the fitted model was not saved: %s", error)
         results["model"] = {"folder": None, "not_saved": str(error)}
     write_json(out / "results.json", results)  # last: a run is done once it exists
-    write_report(out)  # report.html, built from the files just written
+    write_report(out, store=store)  # report.html, built from the files just written (thumbnails' crops cached)
     return results
 

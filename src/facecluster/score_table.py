@@ -14,10 +14,18 @@ from __future__ import annotations
 import numpy as np
 
 from facecluster.records import FaceRecord
-from facecluster.synthetic import rank_of
 
 COLUMNS = ("path", "sha256", "split", "given_label", "status", "reason", "box_x", "box_y", "box_w", "box_h",
            "confidence", "method", "cluster", "label", "score", "rank")
+
+
+def rank_of(scores: np.ndarray) -> np.ndarray:
+    """1 for the most synthetic-looking face, then 2, …; ties keep the input order; 0 where there is no score."""
+    rank = np.zeros(len(scores), dtype=np.int64)
+    rows = np.flatnonzero(np.isfinite(scores))
+    order = rows[np.argsort(-scores[rows], kind="stable")]
+    rank[order] = np.arange(1, len(order) + 1)
+    return rank
 
 
 def _text(values: list):

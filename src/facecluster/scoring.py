@@ -164,6 +164,7 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
     dataset_config = dataset_config or DatasetConfig()
     dataset = discover(source, dataset_config)
     engine = engine or LocalEngine()
+    store = store or FeatureStore()  # the features, and the montages' and thumbnails' face crops
     t0 = time.perf_counter()
     scored = fitted.apply(dataset, method, store=store, engine=engine, progress=progress)
     extract_seconds = time.perf_counter() - t0
@@ -182,7 +183,8 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
                                 seed=model.seed),
             "n_clusters": int(len(density.clusters_)) if density is not None else 2 if name == ANSWERS else None,
             "figures": draw_method_figures(out, name, dataset, scored.extraction, scored.reduced, assigned, usable,
-                                           config, f"{name}: the model's clusters of {dataset.root.name}"),
+                                           config, f"{name}: the model's clusters of {dataset.root.name}",
+                                           store=store),
         }
     np.save(out / "reduced.npy", scored.reduced.astype(np.float32), allow_pickle=False)
     extractor_name = (model.features or {}).get("extractor", "")
@@ -210,7 +212,7 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
     }
     write_text(out / "config.toml", dump_config(config))
     write_json(out / "results.json", results)
-    write_report(out)
+    write_report(out, store=store)
     return results
 
 

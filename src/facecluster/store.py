@@ -8,8 +8,8 @@ Layout of a table folder::
 
     identity.json                 the extractor identity, for people reading the folder
     shard-<id>.keys.npy           the shard's keys (UTF-8 bytes)
-    shard-<id>.values.npy         its vectors, float32, one row per key (memory-mapped on read)
-    shard-<id>.json               its manifest: rows, dim and the CRC-32 of both files
+    shard-<id>.values.npy         its vectors, one row per key (memory-mapped on read)
+    shard-<id>.json               its manifest: rows, dim, dtype and the CRC-32 of both files
     index.npz                     key hash → (shard, row), sorted (`store_index`); a cache of the manifests
 
 Every file is written to a temporary name, fsynced and renamed into place, and the
@@ -21,6 +21,12 @@ atomically), so when two writers race the last index wins and the next reader ad
 it misses. A shard whose checksum, shape or header is wrong is set aside (``*.corrupt``)
 the first time it is read, and its entries are recomputed. Files are read with
 ``allow_pickle=False``: nothing executable is ever loaded.
+
+A table's values are float32 (features, probes) unless it is opened with ``dtype="uint8"``
+(pixels: the face crops of `facecluster.face_crops`) or ``"float64"`` (numbers that must come
+back exactly: `facecluster.separation`'s answers); the manifest records the dtype, a
+manifest without one (none was written so) is float32, and a shard whose dtype is not its
+table's is set aside like any other corrupt shard.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 SHARD_ROWS = 16384  # a put larger than this is split; 32 MiB of 512-d float32 per shard
 STALE_SECONDS = 3600  # temporaries and manifest-less files older than this are swept
+DTYPES = ("float32", "float64", "uint8")  # what a table may hold: vectors, exact numbers, or pixels
 
 
 def default_store_dir() -> Path:
@@ -114,7 +121,7 @@ class Shard(NamedTuple):
 
     name: str
     keys: list[str]
-    values: np.ndarray  # (rows, dim) float32, memory-mapped and read-only
+    values: np.ndarray  # (rows, dim) of the table's dtype, memory-mapped and read-only
 
 
 class FeatureTable:
@@ -128,12 +135,18 @@ class FeatureTable:
         What the vectors depend on; written to ``identity.json``.
     shard_rows : int
         Largest shard a `put` writes; bigger puts are split.
+    dtype : {"float32", "float64", "uint8"}
+        What the values are: float32 vectors, float64 numbers, or uint8 pixels (a `put` refuses
+        anything but uint8 values there rather than wrapping them).
     """
 
-    def __init__(self, folder: Path, identity: dict, shard_rows: int = SHARD_ROWS):
+    def __init__(self, folder: Path, identity: dict, shard_rows: int = SHARD_ROWS, dtype: str = "float32"):
+        if dtype not in DTYPES:
+            raise ValueError(f"a feature table holds {', '.join(DTYPES)} values, not {dtype!r}")
         self.folder = Path(folder)
         self.identity = identity
         self.shard_rows = shard_rows
+        self.dtype = np.dtype(dtype)
         self._index: KeyIndex | None = None  # read on first use
         self._manifests: dict[str, dict] = {}
         self._verified: set[str] = set()  # shards whose values passed their checksum here
@@ -187,8 +200,11 @@ class FeatureTable:
             values = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as error:
             raise CorruptShard(error) from None
-        if values.shape != (manifest["rows"], manifest["dim"]) or values.dtype != np.float32:
+        if values.shape != (manifest["rows"], manifest["dim"]):
             raise CorruptShard(f"values of shape {values.shape}, manifest says ({manifest['rows']}, {manifest['dim']})")
+        if values.dtype != self.dtype or manifest.get("dtype", "float32") != self.dtype.name:
+            raise CorruptShard(f"values of dtype {values.dtype} (manifest: {manifest.get('dtype', 'float32')}), "
+                               f"the table holds {self.dtype.name}")
         self._verified.add(name)
         return values
 
@@ -331,7 +347,10 @@ class FeatureTable:
         """Add entries as new shards (at most ``shard_rows`` each), each written atomically."""
         if not keys:
             return
-        values = np.asarray(values, dtype=np.float32)
+        values = np.asarray(values)
+        if self.dtype == np.uint8 and values.dtype != np.uint8:
+            raise ValueError(f"a uint8 table stores uint8 pixels, not {values.dtype} values")
+        values = values.astype(self.dtype, copy=False)
         if values.ndim != 2 or values.shape[0] != len(keys):
             raise ValueError(f"{len(keys)} keys for vectors of shape {values.shape}")
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -348,7 +367,7 @@ class FeatureTable:
         key_array = np.array([k.encode() for k in keys])
         _atomic_write(keys_path, lambda h: np.save(h, key_array, allow_pickle=False))
         _atomic_write(values_path, lambda h: np.save(h, np.ascontiguousarray(values), allow_pickle=False))
-        manifest = {"format": FORMAT, "rows": len(keys), "dim": int(values.shape[1]), "dtype": "float32",
+        manifest = {"format": FORMAT, "rows": len(keys), "dim": int(values.shape[1]), "dtype": self.dtype.name,
                     "keys_crc32": _crc32(keys_path), "values_crc32": _crc32(values_path)}
         _atomic_write(manifest_path, lambda h: h.write(json.dumps(manifest).encode()))  # the commit point
         if self._index is None:
@@ -367,6 +386,17 @@ class FeatureStore:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else default_store_dir()
 
-    def table(self, name: str, identity: dict) -> FeatureTable:
-        """The table for an extractor ``name`` with the given identity."""
-        return FeatureTable(self.root / f"{name}-{identity_key(identity)}", identity)
+    def table(self, name: str, identity: dict, dtype: str | None = None) -> FeatureTable:
+        """The table for an extractor ``name`` with the given identity.
+
+        ``dtype`` (see `FeatureTable`; default float32) other than float32 is recorded in the
+        identity, so such a table has a folder of its own and its ``identity.json`` alone
+        reopens it with its dtype: no reader of another dtype ever sets its shards aside.
+        """
+        named = identity.get("dtype")
+        if dtype is not None and named is not None and named != dtype:
+            raise ValueError(f"the identity of table {name!r} names dtype {named!r}, not {dtype!r}")
+        dtype = dtype or named or "float32"
+        if dtype != "float32":
+            identity = {**identity, "dtype": dtype}
+        return FeatureTable(self.root / f"{name}-{identity_key(identity)}", identity, dtype=dtype)

@@ -108,12 +108,3 @@ def probability(log_odds: np.ndarray, calibration: tuple[float, float] | None) -
     out[np.isposinf(log_odds)] = 1.0  # every cluster named fake
     out[np.isneginf(log_odds)] = 0.0  # every cluster named real
     return out
-
-
-def rank_of(scores: np.ndarray) -> np.ndarray:
-    """1 for the most synthetic-looking face, then 2, …; ties keep the input order; 0 where there is no score."""
-    rank = np.zeros(len(scores), dtype=np.int64)
-    rows = np.flatnonzero(np.isfinite(scores))
-    order = rows[np.argsort(-scores[rows], kind="stable")]
-    rank[order] = np.arange(1, len(order) + 1)
-    return rank

@@ -122,3 +122,78 @@ def test_cli_audit_prints_one_line_per_check_and_writes_json(tmp_path):
     flag_lines = [line for line in result.stdout.splitlines() if line.startswith("FLAG")]
     assert len(flag_lines) == len(written["flags"]) >= 3
     assert any("greyscale" in line for line in flag_lines)
+
+
+def _same_meta(a, b) -> bool:
+    fields = [f for f in vars(a) if f != "thumbnail"]
+    return all(getattr(a, f) == getattr(b, f) for f in fields) and np.array_equal(a.thumbnail, b.thumbnail)
+
+
+def test_file_metadata_round_trips_through_its_store_row(tmp_path):
+    from facecluster.imagemeta import meta_from_vector, meta_vector, read_meta
+
+    path = tmp_path / "fake_01.png"
+    Image.new("LA", (300, 200), (90, 255)).save(path)
+    progressive = tmp_path / "p.jpg"
+    synthetic_face(np.random.default_rng(1), "real").save(progressive, quality=61, progressive=True, subsampling=0)
+    for file in (path, progressive):
+        meta = read_meta(file, file.name)
+        again = meta_from_vector(meta_vector(meta), meta.name_words)
+        assert _same_meta(meta, again), (meta, again)
+    meta.file_size = 3 * 2**24 + 5  # beyond float32's exact integers, still exact
+    assert meta_from_vector(meta_vector(meta), []).file_size == 3 * 2**24 + 5
+    meta.error = "unreadable"
+    assert meta_vector(meta) is None  # an unreadable file is read again next time
+
+
+def test_a_reaudit_reads_each_file_once_and_gets_the_same_metadata(tmp_path, monkeypatch):
+    from facecluster import audit as audit_module
+    from facecluster.audit import read_metadata
+    from facecluster.store import FeatureStore
+
+    dataset = discover(leaky_dataset(tmp_path / "leaky", n=6))
+    config, rows = build_config(), np.arange(len(dataset.samples))
+    store = FeatureStore(tmp_path / "cache")
+    first = read_metadata(dataset, config, rows, store)
+    plain = read_metadata(dataset, config, rows)
+    calls = []
+    real = audit_module.read_meta
+    monkeypatch.setattr(audit_module, "read_meta", lambda *a: calls.append(a) or real(*a))
+    again = read_metadata(dataset, config, rows, FeatureStore(tmp_path / "cache"))
+    assert calls == []
+    assert all(_same_meta(a, b) and _same_meta(a, c) for a, b, c in zip(first, again, plain))
+    assert any(m.name_words == ["fake"] for m in again)  # names come from the names, not the cache
+    assert audit(dataset, config, store=store)["checks"] == audit(dataset, config)["checks"]
+
+
+def test_a_reaudit_of_unchanged_files_fits_no_classifier_and_a_changed_label_refits(tmp_path, monkeypatch):
+    import sklearn.model_selection
+
+    from facecluster.separation import SeparationCache, oof_separation
+    from facecluster.store import FeatureStore
+
+    dataset = discover(leaky_dataset(tmp_path / "leaky", n=8))
+    config, store = build_config(), FeatureStore(tmp_path / "cache")
+    first = audit(dataset, config, store=store)
+    fitted = []
+    real = sklearn.model_selection.cross_val_predict
+    monkeypatch.setattr(sklearn.model_selection, "cross_val_predict", lambda *a, **k: fitted.append(1) or real(*a, **k))
+    again = audit(dataset, config, store=FeatureStore(tmp_path / "cache"))
+    assert fitted == [] and again["checks"] == first["checks"] and again["flags"] == first["flags"]
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), np.array(["real", "fake"] * 20, dtype=object)
+    cache = SeparationCache(store)
+    plain = oof_separation(X, y, _tree(0), 0)
+    assert oof_separation(X, y, _tree(0), 0, cache) == plain and len(fitted) == 2
+    cache.flush()
+    assert oof_separation(X, y, _tree(0), 0, SeparationCache(store)) == plain and len(fitted) == 2  # exact: float64
+    y[0] = "fake"
+    oof_separation(X, y, _tree(0), 0, SeparationCache(store))
+    oof_separation(X, y, _tree(0, depth=2), 0, SeparationCache(store))
+    assert len(fitted) == 4  # another label, other parameters: fitted again
+
+
+def _tree(seed, depth=3):
+    from facecluster.audit import _tree as tree
+
+    return tree(seed, depth)

@@ -53,3 +53,57 @@ def test_importing_every_module_leaves_the_backend_and_environment_alone():
     assert seen["backend"] == "svg"
     assert not seen["pyplot"]
     assert seen["environ_changed"] == []
+
+
+# What a command may not load unless it needs it: the learning, vision, inference, plotting and
+# cluster libraries, each ~0.1–2 s of a re-run's start.
+HEAVY = ("ray", "onnxruntime", "onnx", "cv2", "sklearn", "scipy", "matplotlib", "bokeh", "pandas", "pyarrow", "jinja2")
+
+COMMAND = r"""
+import json, sys
+args = json.loads(sys.argv[1])
+if args is None:
+    import facecluster
+else:
+    from facecluster.cli import app
+    try:
+        app(args, standalone_mode=False)
+    except SystemExit:
+        pass
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def _loaded_by(args, env_extra=None) -> set[str]:
+    env = {**os.environ, **(env_extra or {}),
+           "PYTHONPATH": os.pathsep.join([str(Path(facecluster.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", COMMAND, json.dumps(args)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_import_facecluster_and_help_load_no_heavy_library():
+    assert _loaded_by(None) & {*HEAVY, "numpy", "PIL"} == set()
+    assert _loaded_by(["--help"]) & set(HEAVY) == set()
+    assert _loaded_by(["score", "--help"]) & set(HEAVY) == set()
+
+
+def test_rebuilding_a_report_loads_only_what_a_page_needs(tmp_path):
+    """`facecluster report` on a run whose face crops are cached: no OpenCV, scikit-learn, SciPy, matplotlib."""
+    import hashlib
+
+    from facecluster.report.html import write_report
+    from facecluster.store import FeatureStore
+    from tests.unit.test_report_html import _fake_run
+
+    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    results = json.loads((run / "results.json").read_text())
+    for entry in results["images"]:
+        image = Path(results["dataset"]["root"]) / entry["path"]
+        entry["sha256"] = hashlib.sha256(image.read_bytes()).hexdigest() if entry["sha256"] else None
+    (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    write_report(run, store=FeatureStore(tmp_path / "cache"))  # as `facecluster run` does: the crops are cached
+    loaded = _loaded_by(["report", str(run), "--cache-dir", str(tmp_path / "cache")])
+    assert {"bokeh", "jinja2"} <= loaded
+    assert loaded & {"ray", "onnxruntime", "onnx", "cv2", "sklearn", "scipy", "matplotlib"} == set()

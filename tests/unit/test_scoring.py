@@ -18,7 +18,8 @@ from facecluster.resolve import build_config
 from facecluster.score_table import COLUMNS
 from facecluster.scoring import load_model, score_folder
 from facecluster.store import FeatureStore
-from facecluster.synthetic import ClusterDensity, calibrate, probability, rank_of
+from facecluster.score_table import rank_of
+from facecluster.synthetic import ClusterDensity, calibrate, probability
 from tests.conftest import make_dataset
 
 METHODS = {"kmeans": {"algorithm": "kmeans", "params": {"n_clusters": 2}},

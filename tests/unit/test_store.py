@@ -200,3 +200,67 @@ def test_two_processes_writing_one_table_never_corrupt_it(tmp_path):
     assert len(table) == len(expected)
     assert sorted(k for s in table.iter_shards() for k in s.keys) == sorted(expected)
     assert not list(table.folder.glob("*.corrupt")) and not list(table.folder.glob(".tmp-*"))
+
+
+def pixels(n: int, side: int = 4) -> np.ndarray:
+    return np.random.default_rng(n).integers(0, 256, size=(n, side * side * 3), dtype=np.uint8)
+
+
+def test_uint8_pixels_round_trip_exactly_in_a_folder_of_their_own(tmp_path):
+    store = FeatureStore(tmp_path)
+    table = store.table("crops", {"size": 4}, dtype="uint8")
+    stored = pixels(3)
+    table.put(["a", "b", "c"], stored)
+    got = FeatureStore(tmp_path).table("crops", {"size": 4}, dtype="uint8").get(["a", "c"])
+    assert got["a"].dtype == np.uint8
+    np.testing.assert_array_equal(got["c"], stored[2])
+    manifest = json.loads(shard_files(table, ".json")[0].read_text())
+    assert manifest["dtype"] == "uint8"
+    # the same name and identity as float32 is another table: neither reader sets the other's shards aside
+    assert store.table("crops", {"size": 4}).folder != table.folder
+    assert store.table("crops", {"size": 4}).get(["a"]) == {}
+    # reopened from its identity.json alone (as a tool walking the cache does), with its dtype
+    again = store.table("crops", json.loads((table.folder / "identity.json").read_text()))
+    assert again.folder == table.folder and again.dtype == np.uint8
+    np.testing.assert_array_equal(again.get(["b"])["b"], stored[1])
+    assert not list(table.folder.glob("*.corrupt"))
+    with pytest.raises(ValueError, match="names dtype 'uint8'"):
+        store.table("crops", {"size": 4, "dtype": "uint8"}, dtype="float64")
+
+
+def test_uint8_table_refuses_values_it_would_wrap(tmp_path):
+    table = FeatureStore(tmp_path).table("crops", {}, dtype="uint8")
+    with pytest.raises(ValueError, match="uint8 pixels"):
+        table.put(["a"], np.array([[300.0, 1.0]]))
+    with pytest.raises(ValueError, match="float32, float64, uint8"):
+        FeatureStore(tmp_path).table("x", {}, dtype="int64")
+
+
+def test_corrupt_uint8_shard_is_set_aside_and_a_dtype_mismatch_counts_as_corrupt(tmp_path):
+    table = FeatureStore(tmp_path).table("crops", {}, dtype="uint8")
+    table.put(["a"], pixels(1))
+    table.put(["b"], pixels(1))
+    first, second = shard_files(table, ".values.npy")
+    data = bytearray(first.read_bytes())
+    data[-3] ^= 0xFF
+    first.write_bytes(bytes(data))
+    # the other shard rewritten as float32 with a consistent checksum: not what a uint8 table holds
+    np.save(second, np.asarray(np.load(second), dtype=np.float32), allow_pickle=False)
+    name = second.name[:-len(".values.npy")]
+    manifest = json.loads((table.folder / f"{name}.json").read_text())
+    manifest["values_crc32"] = store_module._crc32(second)
+    (table.folder / f"{name}.json").write_text(json.dumps(manifest))
+    assert FeatureStore(tmp_path).table("crops", {}, dtype="uint8").get(["a", "b"]) == {}
+    assert len(list(table.folder.glob("*.values.npy.corrupt"))) == 2
+
+
+def test_tables_written_before_the_dtype_was_recorded_are_still_read(tmp_path):
+    table = FeatureStore(tmp_path).table("x", {"a": 1})
+    put_keys(table, ["k"])
+    manifest_path = shard_files(table, ".json")[0]
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["dtype"]  # as an older writer might have left it
+    manifest_path.write_text(json.dumps(manifest))
+    (table.folder / "index.npz").unlink(missing_ok=True)
+    got = FeatureStore(tmp_path).table("x", {"a": 1}).get(["k"])
+    np.testing.assert_array_equal(got["k"], vector("k"))

@@ -26,7 +26,6 @@ import numpy as np
 from facecluster.atomic import atomic_path, write_atomically
 from facecluster.errors import ModelFileError
 
-from .tf2onnx import convert_frozen_graph
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +134,8 @@ def ensure_onnx_model(outputs: Sequence[str] = DEFAULT_OUTPUTS) -> tuple[Path, s
     outputs = tuple(outputs)
 
     def convert(tmp: Path) -> None:
+        from .tf2onnx import convert_frozen_graph  # onnx is needed only to convert, once per cache
+
         convert_frozen_graph(verify_shipped_graph(), tmp, outputs=outputs, input_size=INPUT_SIZE)
 
     return cached_model_file(model_cache_dir() / _cache_name(outputs), convert, "FaceNet ONNX model")

@@ -31,7 +31,6 @@ from facecluster.features.facenet_model import (
     model_cache_dir,
     verify_shipped_graph,
 )
-from facecluster.features.tf2onnx import convert_graph_nodes
 from facecluster.features.tf_graph import TFNode, read_graph_def
 from facecluster.features.weights_io import WeightsFileError, read_weights
 
@@ -222,6 +221,8 @@ def build_model(weights_path: Path, weights_sha256: str) -> tuple[Path, str]:
         layers = graph_layers(nodes)
         weights = checkpoint_weights(fmt, raw, layers, str(weights_path))
         nodes = fold_into_graph(nodes, weights, layers, str(weights_path))
+        from facecluster.features.tf2onnx import convert_graph_nodes  # onnx: only to convert, once
+
         convert_graph_nodes(nodes, tmp, outputs=("embeddings", "bottleneck"), input_size=INPUT_SIZE)
 
     return cached_model_file(path, convert, "FaceNet model with the VGGFace2 weights")

@@ -20,6 +20,7 @@ from facecluster.atomic import write_atomically
 from facecluster.errors import FaceclusterError
 from facecluster.records import NO_FACE, USABLE
 from facecluster.report.ranking import score_context
+from facecluster.store import FeatureStore
 from facecluster.report.thumbnails import THUMBNAIL_SIZE, face_thumbnails, file_data_uri
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,8 @@ def _environment() -> Environment:
     return env
 
 
-def build_report(run_dir: Path, results: dict | None = None, root: Path | None = None) -> str:
+def build_report(run_dir: Path, results: dict | None = None, root: Path | None = None,
+                 store: FeatureStore | None = None) -> str:
     """The page for a finished run, as HTML text.
 
     Parameters
@@ -216,6 +218,9 @@ def build_report(run_dir: Path, results: dict | None = None, root: Path | None =
     root : Path, optional
         Where the original images are now, if they moved since the run (default: the
         ``dataset.root`` recorded in results.json).
+    store : FeatureStore, optional
+        Where the thumbnails' face crops are cached by content hash (`facecluster.face_crops`);
+        without one, every thumbnail is cut from its image.
     """
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
@@ -230,7 +235,8 @@ def build_report(run_dir: Path, results: dict | None = None, root: Path | None =
         np.array([entry.get("status") in USABLE for entry in results["images"]], dtype=bool)
     root = Path(root) if root else Path(results["dataset"]["root"])
     faces = results.get("provenance", {}).get("config", {}).get("faces", {})
-    thumbs = face_thumbnails(root, results["images"], usable, faces.get("margin", 0.2), crop=faces.get("crop", "box"))
+    thumbs = face_thumbnails(root, results["images"], usable, faces.get("margin", 0.2), crop=faces.get("crop", "box"),
+                             store=store)
     missing = sum(1 for keep, thumb in zip(usable, thumbs) if keep and thumb is None)
     if missing:
         notes.append(f"{missing} face thumbnails could not be made: the originals are not readable under "
@@ -244,10 +250,11 @@ def build_report(run_dir: Path, results: dict | None = None, root: Path | None =
     return file_html(figures, INLINE, "facecluster report", template=template, template_variables=context)
 
 
-def write_report(run_dir: Path, results: dict | None = None, root: Path | None = None) -> Path:
-    """Build the page and write it to ``run_dir/report.html`` (atomically); returns its path."""
+def write_report(run_dir: Path, results: dict | None = None, root: Path | None = None,
+                 store: FeatureStore | None = None) -> Path:
+    """Build the page and write it to ``run_dir/report.html`` (atomically); returns its path (``store``: see `build_report`)."""
     run_dir = Path(run_dir)
-    html = build_report(run_dir, results, root)
+    html = build_report(run_dir, results, root, store=store)
     path = run_dir / REPORT_NAME
     # File names that are not UTF-8 reach here as lone surrogates: written as visible escapes.
     write_atomically(path, html.encode("utf-8", "backslashreplace"))

@@ -2,7 +2,7 @@
 
 Everything is read from results.json: the scoring method (``scoring.method``), each image's
 score under it (``images[i].scores``) and its given label. The ranking is the score table's
-(`facecluster.synthetic.rank_of`: 1 is the most synthetic-looking, ties in image order), so a
+(`facecluster.score_table.rank_of`: 1 is the most synthetic-looking, ties in image order), so a
 rank on the page is the ``rank`` of scores.csv. When the clusters are not named there are no
 scores, and the page says why (``scoring.why_no_scores``) instead of showing zeros.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facecluster.synthetic import rank_of
+from facecluster.score_table import rank_of
 
 #: Faces shown at each end of the ranking.
 RANKED_FACES = 30

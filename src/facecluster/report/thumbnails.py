@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facecluster.faces import align_face, crop_face
-from facecluster.images import ImageError, decode_rgb, read_bytes
+from facecluster.face_crops import FaceToCut, cut_faces
 from facecluster.records import FaceRecord
+from facecluster.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -45,31 +45,32 @@ def face_record_of(entry: dict) -> FaceRecord:
                       landmarks=None if landmarks is None else np.asarray(landmarks, dtype=np.float32).reshape(5, 2))
 
 
+def face_to_cut(root: Path, entry: dict) -> FaceToCut:
+    """What `cut_faces` needs to cut the face of one ``images[]`` entry of results.json."""
+    return FaceToCut(root / entry["path"], entry["path"], entry.get("sha256"), face_record_of(entry))
+
+
 def face_thumbnail(root: Path, entry: dict, margin: float, size: int = THUMBNAIL_SIZE,
-                   crop: str = "box") -> str | None:
+                   crop: str = "box", *, store: FeatureStore | None = None) -> str | None:
     """The face of one image as a JPEG data URI, cut as the run cut it; None if the file is gone or bad.
 
     ``crop`` is the run's ``faces.crop``: ``"aligned"`` warps the face onto the alignment
-    template by its landmarks (a box crop when the entry has none, as the run did).
+    template by its landmarks (a box crop when the entry has none, as the run did). With a
+    ``store``, the crop is read from (or added to) its face-crop table (`facecluster.face_crops`).
     """
-    try:
-        rgb = decode_rgb(read_bytes(root / entry["path"], entry["path"]), entry["path"])
-    except ImageError as error:
-        log.debug("no thumbnail: %s", error)
-        return None
-    record = face_record_of(entry)
-    cut = align_face(rgb, record, size, margin) if crop == "aligned" else crop_face(rgb, record, margin, size)
-    return jpeg_data_uri(cut)
+    return face_thumbnails(root, [entry], np.ones(1, dtype=bool), margin, size, crop, store=store)[0]
 
 
 def face_thumbnails(root: Path, entries: list[dict], wanted: np.ndarray, margin: float,
-                    size: int = THUMBNAIL_SIZE, crop: str = "box") -> list[str | None]:
-    """Thumbnails for the entries where ``wanted`` is true, None elsewhere.
-
-    Sequential on purpose: `decode_rgb` sets warning filters, which threads would share, and
-    threads measured only ~15 % faster on 300 px images.
-    """
-    return [face_thumbnail(root, entry, margin, size, crop) if keep else None for entry, keep in zip(entries, wanted)]
+                    size: int = THUMBNAIL_SIZE, crop: str = "box", *,
+                    store: FeatureStore | None = None) -> list[str | None]:
+    """Thumbnails for the entries where ``wanted`` is true, None elsewhere (crops cached in ``store``)."""
+    rows = np.flatnonzero(wanted).tolist()
+    crops = cut_faces([face_to_cut(root, entries[i]) for i in rows], size, margin, crop, store=store)
+    thumbs: list[str | None] = [None] * len(entries)
+    for i, cut in zip(rows, crops):
+        thumbs[i] = None if cut is None else jpeg_data_uri(cut)
+    return thumbs
 
 
 def file_data_uri(path: Path, quality: int = 82) -> str | None:
