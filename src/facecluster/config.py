@@ -154,6 +154,12 @@ class ReportConfig(_Strict):
 
     montage_size: int = Field(30, ge=1, le=400, description="Faces per cluster montage.")
     thumbnail: int = Field(64, ge=16, le=256, description="Side of one face in a montage, in pixels.")
+    thumbnail_sample: int = Field(
+        2000, ge=0, le=1_000_000,
+        description="Faces report.html carries a thumbnail for (~3 KB each): a seeded sample with every cluster x "
+                    "label x split of every method, plus every no-face image and the ranked faces. The other "
+                    "points are still drawn and hoverable, without a face.",
+    )
 
 
 class EvaluationConfig(_Strict):

@@ -29,6 +29,8 @@ from bokeh.models import (
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
+from facecluster.image_table import cluster_column, score_column
+
 MARKERS = {"real": "circle", "fake": "triangle"}
 OTHER_MARKER = "square"
 NOISE_COLOUR = "#9e9e9e"
@@ -77,31 +79,40 @@ def _swatch(fig: figure, targets: list, **style):
     return swatch
 
 
-def _source(results: dict, reduced: np.ndarray, thumbs: list[str | None], rows: np.ndarray) -> ColumnDataSource:
+def _source(results: dict, table, reduced: np.ndarray, thumbs: list[str | None], rows: np.ndarray) -> ColumnDataSource:
     """One row per drawn point: coordinates, face, path, labels, per method its cluster, name and renderer.
 
     ``score`` is the scoring method's synthetic score (NaN where none); ``given`` the given label,
-    empty when unlabelled (``label`` shows "unlabelled" instead).
+    empty when unlabelled (``label`` shows "unlabelled" instead). Numbers go to the page as binary
+    arrays (float32 coordinates), so a point costs mostly its path.
     """
-    images = [results["images"][i] for i in rows]
+    part = table.iloc[rows]
     scoring_method = (results.get("scoring") or {}).get("method")
-    scores = [((entry.get("scores") or {}).get(scoring_method) if scoring_method else None) for entry in images]
+    column = score_column(scoring_method) if scoring_method else None
+    scores = (part[column].to_numpy(dtype=float, na_value=np.nan) if column in part
+              else np.full(len(rows), np.nan))
     coords = reduced[rows]
+    given = part["label"].tolist()
     data = {
-        "x": coords[:, 0].astype(float),
-        "y": (coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(rows))).astype(float),
+        "x": coords[:, 0].astype(np.float32),
+        "y": (coords[:, 1] if coords.shape[1] > 1 else np.zeros(len(rows))).astype(np.float32),
         "thumb": [thumbs[i] or "" for i in rows],
-        "path": [entry["path"] for entry in images],
-        "label": [entry["label"] or "unlabelled" for entry in images],
-        "given": [entry["label"] or "" for entry in images],
-        "split": [entry["split"] for entry in images],
-        "score": np.array([np.nan if v is None else float(v) for v in scores], dtype=float),
+        "path": part["path"].tolist(),
+        "label": [label or "unlabelled" for label in given],
+        "given": [label or "" for label in given],
+        "split": part["split"].tolist(),
+        "score": scores,
     }
     for j, (name, method) in enumerate(results["methods"].items()):
-        clusters = [entry["clusters"].get(name) for entry in images]
-        data[f"c{j}"] = ["noise" if c is None else str(c) for c in clusters]
-        data[f"m{j}"] = ["–" if c is None else (method.get("mapping") or {}).get(str(c), "–") for c in clusters]
-        data[f"r{j}"] = np.zeros(len(rows), dtype=int)
+        cluster = cluster_column(name)
+        ids = (part[cluster].to_numpy(dtype=float, na_value=np.nan) if cluster in part
+               else np.full(len(rows), np.nan))
+        mapping = method.get("mapping") or {}
+        values = np.unique(ids[np.isfinite(ids)]).astype(int)
+        text = {int(v): str(int(v)) for v in values}
+        data[f"c{j}"] = ["noise" if np.isnan(c) else text[int(c)] for c in ids]
+        data[f"m{j}"] = ["–" if np.isnan(c) else mapping.get(text[int(c)], "–") for c in ids]
+        data[f"r{j}"] = np.zeros(len(rows), dtype=np.int32)
     return ColumnDataSource(data, name="points")
 
 
@@ -115,22 +126,24 @@ def _method_figure(j: int, name: str, method: dict, source: ColumnDataSource, x_
                    subtitle: str) -> figure:
     data = source.data
     fig = figure(name=f"scatter-{j}", width=600, height=500, x_range=x_range, y_range=y_range,
-                 tools="pan,wheel_zoom,box_zoom,reset", active_scroll="wheel_zoom",
+                 tools="pan,wheel_zoom,box_zoom,reset", active_scroll="wheel_zoom", output_backend="webgl",
                  title=_title(name, method),
                  x_axis_label=subtitle + " 1", y_axis_label=subtitle + " 2", toolbar_location="above")
     fig.title.text_font_size = "13px"
     labels = list(dict.fromkeys(list(MARKERS) + sorted(set(data["label"]))))
     splits = [s for s in ("train", "valid", "test") if s in set(data["split"])]
     cluster_ids = _groups(data[f"c{j}"])
-    renderer_of_row = np.zeros(len(data["x"]), dtype=int)
+    renderer_of_row = np.zeros(len(data["x"]), dtype=np.int32)
+    clusters, given, split_of = (np.asarray(data[k], dtype=object) for k in (f"c{j}", "label", "split"))
     renderers, by_cluster, by_kind = [], {}, {}
     for position, cluster in enumerate(cluster_ids):
         colour = NOISE_COLOUR if cluster == "noise" else cluster_colour(position)
+        in_cluster = clusters == cluster
         for label in labels:
+            of_label = in_cluster & (given == label)
             for split in splits:
-                rows = [i for i, (c, lab, s) in enumerate(zip(data[f"c{j}"], data["label"], data["split"]))
-                        if c == cluster and lab == label and s == split]
-                if not rows:
+                rows = np.flatnonzero(of_label & (split_of == split)).astype(np.int32)
+                if len(rows) == 0:
                     continue
                 renderer = fig.scatter("x", "y", source=source, view=CDSView(filter=IndexFilter(rows)),
                                        marker=MARKERS.get(label, OTHER_MARKER), size=SIZE, line_color=colour,
@@ -172,12 +185,12 @@ def _method_figure(j: int, name: str, method: dict, source: ColumnDataSource, x_
     return fig
 
 
-def scatter_figures(results: dict, reduced: np.ndarray, thumbs: list[str | None]) -> list[figure]:
+def scatter_figures(results: dict, table, reduced: np.ndarray, thumbs: list[str | None]) -> list[figure]:
     """One figure per method over the usable images (rows of ``reduced`` without NaN)."""
     rows = np.flatnonzero(np.isfinite(reduced).all(axis=1))
     if len(rows) == 0 or not results["methods"]:
         return []
-    source = _source(results, reduced, thumbs, rows)
+    source = _source(results, table, reduced, thumbs, rows)
     source.selected.js_on_change("indices", CustomJS(code=SELECTION_JS))
     dims = reduced.shape[1]
     subtitle = "PCA component" if results["reduce"].get("steps", ["pca"])[-1] == "pca" else "component"
