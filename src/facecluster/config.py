@@ -158,7 +158,13 @@ class ReportConfig(_Strict):
         2000, ge=0, le=1_000_000,
         description="Faces report.html carries a thumbnail for (~3 KB each): a seeded sample with every cluster x "
                     "label x split of every method, plus every no-face image and the ranked faces. The other "
-                    "points are still drawn and hoverable, without a face.",
+                    "points are still drawn and hoverable, without a face (see interactive_points).",
+    )
+    interactive_points: int = Field(
+        10_000, ge=0, le=1_000_000,
+        description="Above this many usable images, report.html draws as points (hover, select) only the "
+                    "thumbnail sample, over a grey density of every image: a 100k-point Bokeh page takes several "
+                    "seconds to draw. The full per-image table is images.parquet beside it.",
     )
 
 

@@ -17,7 +17,15 @@ import pytest
 from matplotlib.path import Path as Polygon
 
 from facecluster.pipeline import run
-from facecluster.report.browser import CHROMIUM, chromium_page, hover_point, point_position, row_data, wait_for_plots
+from facecluster.report.browser import (
+    CHROMIUM,
+    chromium_page,
+    hover_point,
+    is_driver_message,
+    point_position,
+    row_data,
+    wait_for_plots,
+)
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 from tests.conftest import image_rows, make_dataset
@@ -84,7 +92,8 @@ def test_report_in_chromium_offline_complete_hoverable_and_escaped(report_run):
     url = (report_run / "report.html").as_uri()
     errors, requests, dialogs = [], [], []
     with chromium_page() as page:
-        page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("console", lambda m: errors.append(m.text)
+                if m.type in ("error", "warning") and not is_driver_message(m.text) else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.on("request", lambda r: requests.append(r.url))

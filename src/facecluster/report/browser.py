@@ -30,6 +30,12 @@ _POINT_JS = """([figure, row, scroll]) => {
 }"""
 
 
+def is_driver_message(text: str) -> bool:
+    """A note of Chromium's own GL driver (software WebGL in headless mode, e.g. "GPU stall due to
+    ReadPixels" while taking a screenshot), logged to the page's console but not from the page."""
+    return text.startswith("[.WebGL-") and "GL Driver Message" in text
+
+
 @contextmanager
 def chromium_page(width: int = 1400, height: int = 900, executable: Path = CHROMIUM) -> Iterator:
     """A Playwright page in a fresh headless Chromium profile, closed on exit."""

@@ -24,7 +24,7 @@ from facecluster.errors import FaceclusterError
 from facecluster.image_table import load_image_table, table_entries
 from facecluster.records import NO_FACE, USABLE
 from facecluster.report.ranking import RANKED_FACES, ranked_rows, score_context
-from facecluster.report.sample import DEFAULT_SAMPLE, report_sample
+from facecluster.report.sample import DEFAULT_INTERACTIVE, DEFAULT_SAMPLE, report_sample
 from facecluster.report.thumbnails import THUMBNAIL_SIZE, face_thumbnails, file_data_uri
 
 log = logging.getLogger(__name__)
@@ -269,9 +269,13 @@ def build_report(run_dir: Path, results: dict | None = None, root: Path | None =
     if missing:
         notes.append(f"{missing} face thumbnails could not be made: the originals are not readable under "
                      f"{root}; if they moved, rebuild with `facecluster report RUN_DIR --images NEW_ROOT`")
-    figures = scatter_figures(results, table, reduced, thumbs) if reduced is not None else []
+    limit = config.get("report", {}).get("interactive_points", DEFAULT_INTERACTIVE)
+    points = wanted if usable.sum() > limit else None  # a large run: only the sample as points
+    figures = scatter_figures(results, table, reduced, thumbs, points) if reduced is not None else []
     context = report_context(run_dir, results, table, thumbs, notes)
     context["figure_names"] = [fig.name for fig in figures]
+    context["n_points"] = int(usable.sum() if points is None else (usable & points).sum())
+    context["n_usable"] = int(usable.sum())
     template = _environment().get_template("report.html.j2")
     if not figures:
         return template.render(**context, bokeh_js="", bokeh_css="", plot_script="", roots=[])

@@ -20,6 +20,8 @@ from facecluster.records import NO_FACE, USABLE
 
 #: Thumbnails on a page when the run's config does not say (``[report] thumbnail_sample``).
 DEFAULT_SAMPLE = ReportConfig.model_fields["thumbnail_sample"].default
+#: Usable images above which only the sample is drawn as points (``[report] interactive_points``).
+DEFAULT_INTERACTIVE = ReportConfig.model_fields["interactive_points"].default
 
 
 def _group_representatives(keys: np.ndarray, candidates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -54,7 +56,7 @@ def report_sample(table, methods: Sequence[str], usable: np.ndarray, size: int =
     status = table["status"].to_numpy(dtype=object)
     chosen = (status == NO_FACE) | ~np.isin(status, USABLE)
     chosen[np.asarray(always, dtype=int)] = True
-    if usable.sum() <= size:
+    if usable.sum() <= size:  # every face fits
         return chosen | usable
     rng = np.random.default_rng(seed)
     candidates = np.flatnonzero(usable)
@@ -69,6 +71,6 @@ def report_sample(table, methods: Sequence[str], usable: np.ndarray, size: int =
         keys = (clusters + 1) * (kind.max() + 1) + kind  # noise (-1) is a group of its own
         chosen[_group_representatives(keys, candidates, rng)] = True
     rest = candidates[~chosen[candidates]]
-    wanted = max(0, size - int(chosen.sum()))
+    wanted = max(0, size - int(chosen[usable].sum()))  # problems have no face: they take no thumbnail
     chosen[rng.permutation(rest)[:wanted]] = True
     return chosen
