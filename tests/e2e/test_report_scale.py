@@ -25,7 +25,14 @@ import pytest
 
 from facecluster.image_table import write_image_table
 from facecluster.records import FaceRecord
-from facecluster.report.browser import CHROMIUM, chromium_page, point_position, row_data, wait_for_plots
+from facecluster.report.browser import (
+    CHROMIUM,
+    chromium_page,
+    open_until_interactive,
+    point_position,
+    row_data,
+    tip_path,
+)
 from facecluster.report.html import write_report
 from tests.conftest import synthetic_face
 
@@ -118,11 +125,6 @@ def fabricate_run(base: Path, n: int = N_IMAGES, n_faces: int = 48, seed: int = 
     return out
 
 
-# The path the tooltip shows, or null while it is hidden.
-_TIP_JS = """() => { const tip = document.getElementById("fc-tip");
-  return !tip.hidden && tip.offsetWidth > 0 ? tip.querySelector(".fc-tip-path").textContent : null; }"""
-
-
 @pytest.fixture(scope="module")
 def big_run(tmp_path_factory) -> tuple[Path, float]:
     """The fabricated 100k-image run and its report, with the seconds the report took to build."""
@@ -144,23 +146,14 @@ def test_a_100k_image_report_is_small_and_answers_hover_and_legend(big_run):
     errors = []
     with chromium_page() as page:
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(page_file.as_uri(), wait_until="commit")
-        wait_for_plots(page, len(results["methods"]), timeout_ms=120_000)
-        drawn_ms = page.evaluate("performance.now()")
-
-        # Hover the point nearest the middle of the data: the tooltip names it, with its face.
+        opened = open_until_interactive(page, page_file.as_uri(), len(results["methods"]))
+        drawn_ms, hovered_ms, row, shown = opened["drawn_ms"], opened["hovered_ms"], opened["row"], opened["path"]
         xy = np.array([row_data(page, "x"), row_data(page, "y")], dtype=float).T
-        row = int(np.argmin(((xy - np.median(xy, axis=0)) ** 2).sum(axis=1)))
         x, y = point_position(page, "scatter-0", row)
-        page.mouse.move(x - 30, y - 30)
-        page.mouse.move(x, y, steps=3)
-        page.wait_for_function(_TIP_JS, timeout=60_000)
-        hovered_ms = page.evaluate("performance.now()")
-        shown = page.evaluate(_TIP_JS)
         paths = row_data(page, "path")
         near = np.flatnonzero(((xy - xy[row]) ** 2).sum(axis=1) < 1e-3 * np.ptp(xy, axis=0).max() ** 2)
         assert shown in {paths[i] for i in near}, shown
-        assert page.evaluate("() => document.querySelector('#fc-tip img').naturalWidth") > 0
+        assert page.evaluate("() => document.querySelector('#fc-tip img').naturalWidth") > 0  # with its face
 
         # The points are the sample of faces; every usable image is in the density beneath them.
         usable = N_IMAGES - results["faces"]["failed"]
@@ -168,20 +161,20 @@ def test_a_100k_image_report_is_small_and_answers_hover_and_legend(big_run):
         assert all(thumb.startswith("data:image/jpeg;base64,") for thumb in row_data(page, "thumb"))
         for j in range(len(results["methods"])):
             assert page.evaluate("j => Bokeh.documents[0].get_model_by_name('density-' + j) !== null", j)
-        assert f"all {usable} images (density)" in page.locator(".fc-plot").first.inner_text() or \
-            page.locator(".fc-plot").first.get_by_text(f"all {usable} images (density)").count() == 1
+        assert page.locator(".fc-plot").first.get_by_text(f"all {usable} images (density)").count() == 1
 
         # A click on a legend entry hides that cluster's points from the plot and the hover.
         clusters = row_data(page, "c0")
         cluster = clusters[row]
         mapping = results["methods"]["meanshift"]["mapping"]
-        page.locator(".fc-plot").first.get_by_text(f"cluster {cluster} → {mapping[cluster]}", exact=True).click()
-        page.wait_for_function("""c => Bokeh.documents[0].get_model_by_name('scatter-0').renderers
-            .filter(r => r.visible === false).length > 0""", arg=cluster, timeout=30_000)
+        entry = "noise" if cluster == "noise" else f"cluster {cluster} → {mapping[cluster]}"
+        page.locator(".fc-plot").first.get_by_text(entry, exact=True).click()
+        page.wait_for_function("""() => Bokeh.documents[0].get_model_by_name('scatter-0').renderers
+            .filter(r => r.visible === false).length > 0""", timeout=30_000)
         page.mouse.move(5, 5)
         page.mouse.move(x, y, steps=3)
         page.wait_for_timeout(500)
-        now = page.evaluate(_TIP_JS)
+        now = tip_path(page)
         assert now is None or clusters[paths.index(now)] != cluster
         page.evaluate("document.getElementById('scatter').scrollIntoView()")
         ARTIFACTS.mkdir(exist_ok=True)

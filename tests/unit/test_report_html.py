@@ -273,7 +273,10 @@ def test_the_report_says_when_the_clusters_follow_processing_history(tmp_path):
 
 def test_a_run_written_before_the_image_table_still_reports_the_same(tmp_path):
     names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"]
-    old = build_report(_fake_run(tmp_path / "old", names, schema=1))
+    old_run = _fake_run(tmp_path / "old", names, schema=1)
+    result = CliRunner().invoke(app, ["report", str(old_run)])  # `facecluster report OLD_RUN`
+    assert result.exit_code == 0, result.output
+    old = (old_run / "report.html").read_text(encoding="utf-8")
     new = build_report(_fake_run(tmp_path / "new", names))
     strip = lambda html: re.sub(r'(id|data-root-id|root_ids|"id")\W+[0-9a-f-]{30,}|p\d{4,}|[0-9a-f]{8}-[0-9a-f-]{27}|'
                                 r'<p class="small" id="fc-tables">.*?</p>|/run\b', "", html, flags=re.DOTALL)
