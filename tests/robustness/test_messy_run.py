@@ -69,7 +69,8 @@ def test_each_bad_input_gets_its_code_and_a_one_line_message(messy_run, kind):
         pytest.skip("running as root, which reads any file: simulated in test_dataset_edges.py")
     results = messy_run["results"]
     assert results is not None, messy_run["done"].stderr[-3000:]
-    images, problems, skipped = (_by_path(results[key]) for key in ("images", "problems", "skipped"))
+    images = _by_path(messy_run["images"])
+    problems, skipped = (_by_path(results[key]) for key in ("problems", "skipped"))
     entries = [e for e in messy_run["entries"] if e.kind == kind and e.where != "inside"]
     assert entries, f"the builder made no {kind}"
     for entry in entries:

@@ -169,10 +169,11 @@ def audit_context(audit: dict | None) -> dict | None:
 
 def _tables(run_dir: Path, results: dict) -> list[dict]:
     """The per-image tables beside the page (kept out of it: they grow with the images), for links."""
-    names = [(results.get("images") or {}).get("table") if isinstance(results.get("images"), dict) else None]
+    images = results.get("images")
+    names = ([images["table"]] if isinstance(images, dict) and images.get("table") else [])
     names += list((results.get("scoring") or {}).get("table", []))
     return [{"name": name, "size_mb": (run_dir / name).stat().st_size / 1e6}
-            for name in dict.fromkeys(n for n in names if n) if (run_dir / name).is_file()]
+            for name in dict.fromkeys(names) if (run_dir / name).is_file()]
 
 
 def report_context(run_dir: Path, results: dict, table, thumbs: list[str | None], notes: list[str]) -> dict:

@@ -114,9 +114,7 @@ def _source(results: dict, table, reduced: np.ndarray, thumbs: list[str | None],
         cluster = cluster_column(name)
         ids = (part[cluster].to_numpy(dtype=float, na_value=np.nan) if cluster in part
                else np.full(len(rows), np.nan))
-        values = np.unique(ids[np.isfinite(ids)]).astype(int)
-        text = {int(v): str(int(v)) for v in values}
-        data[f"c{j}"] = ["noise" if np.isnan(c) else text[int(c)] for c in ids]
+        data[f"c{j}"] = ["noise" if np.isnan(c) else str(int(c)) for c in ids]
         data[f"r{j}"] = np.zeros(len(rows), dtype=np.int32)
     return ColumnDataSource(data, name="points")
 
