@@ -108,3 +108,10 @@ def pytest_collection_modifyitems(items):
     join another cluster afterwards (Ray Data keeps the first session's state; its tasks then fail
     with OwnerDiedError), so they must join before any test starts a local one."""
     items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/integration/test_ray_two_nodes.py") else 1)
+
+
+def image_rows(out: Path) -> list[dict]:
+    """A run's image table (images.parquet, read by the one loader) as one dict per image, in the run's order."""
+    from facecluster.image_table import load_image_table, table_entries
+
+    return table_entries(load_image_table(out))

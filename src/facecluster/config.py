@@ -154,6 +154,18 @@ class ReportConfig(_Strict):
 
     montage_size: int = Field(30, ge=1, le=400, description="Faces per cluster montage.")
     thumbnail: int = Field(64, ge=16, le=256, description="Side of one face in a montage, in pixels.")
+    thumbnail_sample: int = Field(
+        2000, ge=0, le=1_000_000,
+        description="Faces report.html carries a thumbnail for (~3 KB each): a seeded sample with every cluster x "
+                    "label x split of every method, plus every no-face image and the ranked faces. The other "
+                    "points are still drawn and hoverable, without a face (see interactive_points).",
+    )
+    interactive_points: int = Field(
+        10_000, ge=0, le=1_000_000,
+        description="Above this many usable images, report.html draws as points (hover, select) only the "
+                    "thumbnail sample, over a grey density of every image: a 100k-point Bokeh page takes several "
+                    "seconds to draw. The full per-image table is images.parquet beside it.",
+    )
 
 
 class EvaluationConfig(_Strict):

@@ -65,14 +65,32 @@ def write_table(frame, stem: Path) -> tuple[Path, Path]:
     text = frame.select_dtypes(include=["string", "object"]).columns
     safe = frame.copy()
     for column in text:
-        safe[column] = frame[column].map(_utf8, na_action="ignore")
+        safe[column] = frame[column].map(utf8_text, na_action="ignore")
     buffer = io.BytesIO()
     safe.to_parquet(buffer, index=False)
     write_atomically(parquet_path, buffer.getvalue())
     return csv_path, parquet_path
 
 
-def _utf8(value):
+def write_parquet(path: Path, schema, batches) -> int:
+    """Write pyarrow ``batches`` (an iterable of RecordBatch, each one row group) to ``path`` atomically.
+
+    The batches are written as they come, so memory holds one batch, not the table. Returns the rows written.
+    """
+    import pyarrow.parquet as pq
+
+    from facecluster.atomic import atomic_path
+
+    rows = 0
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    return rows
+
+
+def utf8_text(value):
     """``value`` with lone surrogates (undecodable file-name bytes) written as ``\\xNN``."""
     if not isinstance(value, str):
         return value

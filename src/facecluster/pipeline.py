@@ -15,6 +15,7 @@ from facecluster.dataset import Dataset, DatasetError, discover
 from facecluster.engines import Engine, Extraction
 from facecluster.engines.local import LocalEngine
 from facecluster.face_crops import FaceToCut, cut_faces
+from facecluster.image_table import write_image_table
 from facecluster.features import cues_of, make_extractor
 from facecluster.errors import ModelError
 from facecluster.model import fit_and_evaluate
@@ -31,7 +32,7 @@ from facecluster.supervised import supervised_ceiling
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  #: of results.json (docs/results.md); 2: the image table moved to images.parquet
 LABEL_COLOURS = {"real": "#2e7d32", "fake": "#c62828"}  # montage borders by given label
 UNLABELLED_COLOUR = "#9e9e9e"
 
@@ -88,28 +89,11 @@ def draw_method_figures(out: Path, name: str, dataset: Dataset, extraction: Extr
     return {"scatter": scatter.name, "montages": draw_montages(out, name, dataset, extraction, clusters, config, store)}
 
 
-def image_entries(dataset: Dataset, extraction: Extraction, assignments: dict[str, np.ndarray],
-                   synthetic: dict[str, np.ndarray]) -> list[dict]:
-    entries = []
-    for i, sample in enumerate(dataset.samples):
-        face = FaceRecord.from_array(extraction.records[i])
-        entry = {
-            "path": sample.relpath,
-            "split": sample.split,
-            "label": sample.label,
-            "sha256": sample.sha256 or None,
-            "status": extraction.status[i],
-            "clusters": {name: (int(c[i]) if c[i] >= 0 else None) for name, c in assignments.items()},
-            "scores": {name: (round(float(v[i]), 6) if np.isfinite(v[i]) else None) for name, v in synthetic.items()},
-        }
-        if extraction.messages[i]:
-            entry["message"] = extraction.messages[i]
-        if face.found:
-            entry["face"] = {"confidence": round(face.confidence, 4), "box": [round(v, 1) for v in face.box]}
-            if face.landmarks is not None and np.isfinite(face.landmarks).all():  # for aligned thumbnails
-                entry["face"]["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks]
-        entries.append(entry)
-    return entries
+def write_images(out: Path, dataset: Dataset, extraction: Extraction, assignments: dict[str, np.ndarray],
+                 synthetic: dict[str, np.ndarray], methods) -> dict:
+    """images.parquet, one row per input image (`facecluster.image_table`); what results.json says of it."""
+    return write_image_table(out, dataset.samples, extraction.status, extraction.messages, extraction.records,
+                             assignments, synthetic, methods=list(methods))
 
 
 def problem_entries(dataset: Dataset, extraction: Extraction, usable: np.ndarray, extractor: str) -> list[dict]:
@@ -237,7 +221,7 @@ def run(source: Path, config: Config, out: Path, store: FeatureStore | None = No
         "skipped": dataset.skipped,
         "warnings": dataset.warnings,
         "leaks": dataset.leaks,
-        "images": image_entries(dataset, extraction, assignments, synthetic),
+        "images": write_images(out, dataset, extraction, assignments, synthetic, methods),
         "scoring": write_scores(out, dataset, extraction, model, assignments, synthetic),
         "provenance": provenance(config, engine=engine.name),
         "timings": {"extract_seconds": round(extract_seconds, 3), **{f"{k}_seconds": round(v, 3) for k, v in extraction.seconds.items()},

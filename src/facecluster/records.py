@@ -86,3 +86,14 @@ class FaceRecord:
 def found(records: np.ndarray) -> np.ndarray:
     """Per packed record (N×`RECORD_SIZE`): was a face found (False for unread images)."""
     return np.asarray(records)[:, _FOUND] > 0
+
+
+def face_columns(records: np.ndarray) -> dict[str, np.ndarray]:
+    """Per packed record (N×`RECORD_SIZE`), column-wise: ``found``, ``confidence`` (NaN without a
+    face), ``box`` (N×4: x, y, width, height; NaN when not recorded) and ``landmarks`` (N×10: x, y
+    per point; NaN when not recorded)."""
+    records = np.asarray(records, dtype=np.float32).reshape(-1, RECORD_SIZE)
+    found_rows = records[:, _FOUND] > 0
+    return {"found": found_rows, "confidence": np.where(found_rows, records[:, _CONFIDENCE], np.nan),
+            "box": np.where(found_rows[:, None], records[:, _BOX], np.nan),
+            "landmarks": np.where(found_rows[:, None], records[:, _LANDMARKS], np.nan)}

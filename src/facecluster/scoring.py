@@ -29,18 +29,16 @@ from facecluster.pipeline import (
     dataset_summary,
     draw_method_figures,
     face_counts,
-    image_entries,
+    SCHEMA_VERSION,
     problem_entries,
     scores_frame,
+    write_images,
     write_scores,
 )
 from facecluster.protocol import usable_rows
 from facecluster.reduce import describe_reducer
 from facecluster.report.html import write_report
 from facecluster.store import FeatureStore
-
-SCHEMA_VERSION = 1
-
 
 def model_folder(path: Path) -> Path:
     """The model folder itself, or the ``model/`` of a run or fit folder."""
@@ -203,7 +201,7 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
         "skipped": dataset.skipped,
         "warnings": dataset.warnings,
         "leaks": dataset.leaks,
-        "images": image_entries(dataset, scored.extraction, scored.clusters, scored.synthetic),
+        "images": write_images(out, dataset, scored.extraction, scored.clusters, scored.synthetic, methods),
         "scoring": write_scores(out, dataset, scored.extraction, model, scored.clusters, scored.synthetic,
                                 method=scored.method),
         "provenance": provenance(config, engine=engine.name),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import image_rows
+
 
 def facecluster(*args, cwd=None):
     command = [sys.executable, "-m", "facecluster", *map(str, args)]
@@ -28,9 +30,11 @@ def test_run_writes_documented_results_and_second_run_is_cached(tiny_dataset, tm
             assert set(method["scores"][split]) >= {"accuracy", "balanced_accuracy", "ari", "nmi", "confusion"}
         assert (out / method["figures"]["scatter"]).is_file()
         assert all((out / name).is_file() for name in method["figures"]["montages"].values())
-    assert len(results["images"]) == 36
-    assert {image["status"] for image in results["images"]} <= {"ok", "no_face"}
-    assert all(set(image["clusters"]) == {"meanshift", "birch"} for image in results["images"])
+    assert results["schema_version"] == 2 and results["images"]["table"] == "images.parquet"
+    images = image_rows(out)
+    assert len(images) == 36 == results["images"]["rows"]
+    assert {image["status"] for image in images} <= {"ok", "no_face"}
+    assert all(set(image["clusters"]) == {"meanshift", "birch"} for image in images)
     assert results["features"]["checkpoint"] == "20180408-102900"
     assert results["features"]["model_sha256"]
     assert (out / "config.toml").is_file()

@@ -18,7 +18,7 @@ def test_yunet_and_int8_run_and_are_recorded(tiny_dataset, tmp_path):
     assert results["faces"]["detector"] == "yunet"
     assert results["features"]["precision"] == "int8"
     assert results["features"]["int8_recipe"].startswith("q")
-    assert len(results["images"]) == 36
+    assert results["images"]["rows"] == 36
 
 
 def test_bf16_is_one_clear_line(tiny_dataset, tmp_path):

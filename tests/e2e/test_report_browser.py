@@ -17,10 +17,18 @@ import pytest
 from matplotlib.path import Path as Polygon
 
 from facecluster.pipeline import run
-from facecluster.report.browser import CHROMIUM, chromium_page, hover_point, point_position, row_data, wait_for_plots
+from facecluster.report.browser import (
+    CHROMIUM,
+    chromium_page,
+    hover_point,
+    is_driver_message,
+    point_position,
+    row_data,
+    wait_for_plots,
+)
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
-from tests.conftest import make_dataset
+from tests.conftest import image_rows, make_dataset
 
 pytestmark = [
     pytest.mark.e2e,
@@ -84,7 +92,8 @@ def test_report_in_chromium_offline_complete_hoverable_and_escaped(report_run):
     url = (report_run / "report.html").as_uri()
     errors, requests, dialogs = [], [], []
     with chromium_page() as page:
-        page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("console", lambda m: errors.append(m.text)
+                if m.type in ("error", "warning") and not is_driver_message(m.text) else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.on("request", lambda r: requests.append(r.url))
@@ -115,7 +124,7 @@ def test_report_in_chromium_offline_complete_hoverable_and_escaped(report_run):
                 assert tip["visible"] and tip["image_visible"], (j, row, tip)
                 assert tip["src"].startswith("data:image/jpeg;base64,")
                 assert tip["path"] == paths[row]
-                image = next(i for i in results["images"] if i["path"] == paths[row])
+                image = next(i for i in image_rows(report_run) if i["path"] == paths[row])
                 cluster = list(image["clusters"].values())[j]
                 assert f"true: {image['label']} ({image['split']})" in tip["meta"]
                 assert f"cluster {'noise' if cluster is None else cluster}" in tip["meta"]
@@ -188,7 +197,8 @@ def _drag(page, path: list[tuple[float, float]]) -> None:
     page.wait_for_timeout(300)
 
 
-def _check_selection(page, results: dict, paths: list[str], inside: np.ndarray, near_edge: np.ndarray) -> list[int]:
+def _check_selection(page, results: dict, images: list[dict], paths: list[str], inside: np.ndarray,
+                     near_edge: np.ndarray) -> list[int]:
     """The selection holds every point well inside the drawn shape, none well outside; the CSV exactly the selection."""
     selected = _selected(page)
     chosen = np.zeros(len(paths), dtype=bool)
@@ -199,7 +209,7 @@ def _check_selection(page, results: dict, paths: list[str], inside: np.ndarray, 
     names = list(results["methods"])
     assert list(rows[0]) == ["path", "split", "given_label", "label"] + [f"cluster_{m}" for m in names] + ["score"]
     assert [row["path"] for row in rows] == [paths[i] for i in selected]
-    by_path = {entry["path"]: entry for entry in results["images"]}
+    by_path = {entry["path"]: entry for entry in images}
     method = results["scoring"]["method"]
     for row in rows:
         entry = by_path[row["path"]]
@@ -213,6 +223,7 @@ def _check_selection(page, results: dict, paths: list[str], inside: np.ndarray, 
 
 def test_box_and_lasso_selections_download_as_csv_and_faces_rank_by_score(report_run):
     results = json.loads((report_run / "results.json").read_text())
+    images = image_rows(report_run)
     with chromium_page() as page:
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -229,7 +240,7 @@ def test_box_and_lasso_selections_download_as_csv_and_faces_rank_by_score(report
         inside = (xy[:, 0] > left) & (xy[:, 0] < right) & (xy[:, 1] > top) & (xy[:, 1] < bottom)
         distance = np.minimum.reduce([abs(xy[:, 0] - left), abs(xy[:, 0] - right), abs(xy[:, 1] - top),
                                       abs(xy[:, 1] - bottom)])
-        box = _check_selection(page, results, paths, inside, distance < 3)
+        box = _check_selection(page, results, images, paths, inside, distance < 3)
         assert 0 < len(box) < len(paths)
 
         # Lasso on the second figure replaces it: a triangle around the points' middle.
@@ -241,12 +252,12 @@ def test_box_and_lasso_selections_download_as_csv_and_faces_rank_by_score(report
         shape = Polygon(triangle)
         inside = shape.contains_points(xy)
         near_edge = shape.contains_points(xy, radius=6) != shape.contains_points(xy, radius=-6)
-        lasso = _check_selection(page, results, paths, inside, near_edge)
+        lasso = _check_selection(page, results, images, paths, inside, near_edge)
         assert lasso and lasso != box
 
         # The ranked faces: the top of the ranking, most synthetic-looking first, as results.json scores them.
         method = results["scoring"]["method"]
-        scored = sorted((e for e in results["images"] if e["scores"].get(method) is not None),
+        scored = sorted((e for e in images if e["scores"].get(method) is not None),
                         key=lambda e: -e["scores"][method])
         most = page.locator("ol.ranked[data-kind='most'] li")
         shown = [float(s) for s in most.evaluate_all("items => items.map(i => i.dataset.score)")]

@@ -10,7 +10,7 @@ from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
-from tests.conftest import make_dataset
+from tests.conftest import image_rows, make_dataset
 
 ray = pytest.importorskip("ray", reason="the ray engine needs Ray, an optional extra: pip install 'facecluster[ray]'")
 
@@ -54,11 +54,12 @@ def test_ray_engine_gives_the_local_engine_features_and_clusters(tmp_path, ray_i
         np.testing.assert_allclose(vector, local_features[key], atol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "ray" / "reduced.npy"), np.load(tmp_path / "local" / "reduced.npy"),
                                atol=1e-4)
-    for ray_image, local_image in zip(on_ray["images"], local["images"]):
+    ray_images, local_images = image_rows(tmp_path / "ray"), image_rows(tmp_path / "local")
+    for ray_image, local_image in zip(ray_images, local_images, strict=True):
         assert ray_image["path"] == local_image["path"]
         assert ray_image["status"] == local_image["status"]
         assert ray_image["clusters"] == local_image["clusters"]
-    statuses = {image["path"]: image["status"] for image in on_ray["images"]}
+    statuses = {image["path"]: image["status"] for image in ray_images}
     assert statuses["train/fake/empty.jpg"] == "empty_file"
     for name in ("birch", "kmeans"):
         assert on_ray["methods"][name]["scores"] == local["methods"][name]["scores"]
@@ -67,7 +68,7 @@ def test_ray_engine_gives_the_local_engine_features_and_clusters(tmp_path, ray_i
     again = run(data, config, tmp_path / "again", store=FeatureStore(tmp_path / "local-store"),
                 engine=RayEngine(workers=2), progress=False)
     assert again["timings"]["computed"] == {"faces": 0, "features": 0}
-    assert [i["clusters"] for i in again["images"]] == [i["clusters"] for i in local["images"]]
+    assert [i["clusters"] for i in image_rows(tmp_path / "again")] == [i["clusters"] for i in local_images]
 
 
 def test_ray_actors_compute_image_families_as_the_local_engine_does(tmp_path, ray_instance):

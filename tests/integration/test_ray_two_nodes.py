@@ -28,7 +28,7 @@ from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
-from tests.conftest import TinyColourFeatures, make_dataset, synthetic_face
+from tests.conftest import TinyColourFeatures, image_rows, make_dataset, synthetic_face
 
 ray = pytest.importorskip("ray", reason="the ray engine needs Ray, an optional extra: pip install 'facecluster[ray]'")
 
@@ -221,13 +221,14 @@ def test_two_nodes_share_the_extraction_and_give_the_local_engine_results(tmp_pa
     assert set(ray_features) == set(local_features) and len(ray_features) == 22
     for key, vector in ray_features.items():
         np.testing.assert_allclose(vector, local_features[key], atol=1e-5)
-    for ray_image, local_image in zip(on_ray["images"], local["images"], strict=True):
+    ray_images, local_images = image_rows(tmp_path / "ray"), image_rows(tmp_path / "local")
+    for ray_image, local_image in zip(ray_images, local_images, strict=True):
         assert ray_image["path"] == local_image["path"]
         assert ray_image["status"] == local_image["status"]
         assert ray_image.get("face") == local_image.get("face")  # face record: confidence, box, landmarks
         assert ray_image.get("message") == local_image.get("message")
         assert ray_image["clusters"] == local_image["clusters"]
-    assert {i["path"]: i["status"] for i in on_ray["images"]}["train/fake/empty.jpg"] == "empty_file"
+    assert {i["path"]: i["status"] for i in ray_images}["train/fake/empty.jpg"] == "empty_file"
     for name in ("birch", "kmeans"):
         assert on_ray["methods"][name]["scores"] == local["methods"][name]["scores"]
 

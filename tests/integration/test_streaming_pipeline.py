@@ -6,6 +6,7 @@ from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
+from tests.conftest import image_rows
 
 
 def test_incremental_reduction_and_streaming_clusterers_run_the_study(tiny_dataset, tmp_path):
@@ -26,5 +27,5 @@ def test_incremental_reduction_and_streaming_clusterers_run_the_study(tiny_datas
     for name in methods:
         method = streamed["methods"][name]
         assert 1 <= method["n_clusters"] <= 8
-        assert all(image["clusters"][name] is not None for image in streamed["images"])
+        assert all(image["clusters"][name] is not None for image in image_rows(tmp_path / "streamed"))
         assert set(method["scores"]) == {"train", "valid"}

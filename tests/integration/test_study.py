@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facecluster.cli import app
+from tests.conftest import image_rows
 
 
 @pytest.mark.integration
@@ -17,7 +18,7 @@ def test_study_on_dev_set_end_to_end_and_cached(dev_dataset, tmp_path):
     assert first.exit_code == 0, first.output
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert results["dataset"]["counts"] == {"train": {"real": 412, "fake": 490}, "valid": {"real": 177, "fake": 210}}
-    assert len(results["images"]) == 1289
+    assert results["images"]["rows"] == 1289 == len(image_rows(tmp_path / "a"))
     assert results["faces"]["failed"] == 0
     assert results["faces"]["found"] > 1200  # MTCNN finds most faces; the rest fall back to centre crops
     for name in ("meanshift", "birch"):

@@ -14,7 +14,7 @@ from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
-from tests.conftest import make_dataset
+from tests.conftest import image_rows, make_dataset
 from tests.robustness.messy import deny_open
 
 
@@ -120,7 +120,7 @@ def test_a_dataset_with_one_class_runs_with_a_clear_warning(tmp_path, caplog):
     assert {(w["code"], w["path"]) for w in results["warnings"]} == {("one_class", "train"), ("one_class", "valid")}
     assert "only 'real' images" in caplog.text and "Add 'fake' images" in caplog.text
     assert all(m["scores"]["valid"]["balanced_accuracy"] is None for m in results["methods"].values())
-    assert len(results["images"]) == 9
+    assert len(image_rows(tmp_path / "run")) == 9 == results["images"]["rows"]
 
 
 def test_unreadable_file_is_reported_and_the_run_goes_on(tmp_path, monkeypatch):
@@ -133,9 +133,9 @@ def test_unreadable_file_is_reported_and_the_run_goes_on(tmp_path, monkeypatch):
     config = build_config("study", {"faces": {"detector": "none"}})
     results = run(root, config, tmp_path / "run", store=FeatureStore(tmp_path / "cache"),
                   engine=LocalEngine(workers=0), progress=False)
-    entry = next(i for i in results["images"] if i["path"] == "train/real/img_001.jpg")
+    entry = next(i for i in image_rows(tmp_path / "run") if i["path"] == "train/real/img_001.jpg")
     assert entry["status"] == "unreadable" and entry["sha256"] is None
     assert results["problems"] == [{"path": "train/real/img_001.jpg", "code": "unreadable",
                                     "message": entry["message"]}]
-    assert len(results["images"]) == 6
+    assert len(image_rows(tmp_path / "run")) == 6
     assert json.loads((tmp_path / "run" / "results.json").read_text())["faces"]["failed"] == 1

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from facecluster.store import FeatureStore
-from tests.conftest import make_dataset
+from tests.conftest import image_rows, make_dataset
 
 # ``python -m facecluster`` with extraction chunks of 16 images (64 here), so a run writes
 # several cache shards and can be killed between them.
@@ -59,7 +59,9 @@ class Runs:
         stdout, stderr = process.communicate(timeout=900)
         assert process.returncode == 0, stderr[-3000:]
         assert "Traceback" not in stderr
-        return json.loads((self.base / out / "results.json").read_text())
+        results = json.loads((self.base / out / "results.json").read_text())
+        # Compared as a whole below: the image table's rows stand in for its summary in results.json.
+        return {**results, "images": image_rows(self.base / out)}
 
 
 def kill_when(process: subprocess.Popen, condition, timeout: float = 600) -> bool:

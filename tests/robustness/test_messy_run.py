@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from facecluster.images import display_name
+from tests.conftest import image_rows
 from tests.robustness.messy import HOSTILE_NAME, USABLE, build_messy
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -35,7 +36,8 @@ def messy_run(tmp_path_factory):
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600,
                           encoding="utf-8", errors="backslashreplace")
     results = json.loads((base / "run" / "results.json").read_text()) if done.returncode == 0 else None
-    return {"root": root, "entries": entries, "done": done, "results": results}
+    images = image_rows(base / "run") if done.returncode == 0 else None
+    return {"root": root, "entries": entries, "done": done, "results": results, "images": images}
 
 
 def _by_path(items: list[dict]) -> dict[str, dict]:
@@ -67,7 +69,8 @@ def test_each_bad_input_gets_its_code_and_a_one_line_message(messy_run, kind):
         pytest.skip("running as root, which reads any file: simulated in test_dataset_edges.py")
     results = messy_run["results"]
     assert results is not None, messy_run["done"].stderr[-3000:]
-    images, problems, skipped = (_by_path(results[key]) for key in ("images", "problems", "skipped"))
+    images = _by_path(messy_run["images"])
+    problems, skipped = (_by_path(results[key]) for key in ("problems", "skipped"))
     entries = [e for e in messy_run["entries"] if e.kind == kind and e.where != "inside"]
     assert entries, f"the builder made no {kind}"
     for entry in entries:
@@ -95,7 +98,7 @@ def test_each_bad_input_gets_its_code_and_a_one_line_message(messy_run, kind):
 
 def test_every_file_given_is_accounted_for(messy_run):
     results = messy_run["results"]
-    images = [image["path"] for image in results["images"]]
+    images = [image["path"] for image in messy_run["images"]]
     assert len(images) == len(set(images)) == results["dataset"]["n_images"]
     given_images = [e for e in messy_run["entries"] if e.where == "images"]
     assert sorted(images) == sorted(e.rel for e in given_images)
@@ -108,16 +111,16 @@ def test_every_file_given_is_accounted_for(messy_run):
                      for e in messy_run["entries"] if e.where == "inside")
     for folder, n in inside.items():
         assert skipped[folder]["n_files"] == n
-    statuses = Counter(image["status"] for image in results["images"])
+    statuses = Counter(image["status"] for image in messy_run["images"])
     assert results["faces"]["failed"] == len(results["problems"]) == sum(
         n for status, n in statuses.items() if status not in USABLE)
 
 
 def test_names_reach_results_intact(messy_run):
-    paths = {os.fsencode(image["path"]) for image in messy_run["results"]["images"]}
-    assert b"train/real/caf\xe9_\xff.jpg" in paths  # non-UTF-8 bytes survive the JSON round trip
+    paths = {os.fsencode(image["path"]) for image in messy_run["images"]}
+    assert b"train/real/caf\xe9_\xff.jpg" in paths  # non-UTF-8 bytes survive the Parquet round trip
     assert os.fsencode(f"train/fake/{HOSTILE_NAME}") in paths
-    usable = [image["path"] for image in messy_run["results"]["images"] if image["status"] in USABLE]
+    usable = [image["path"] for image in messy_run["images"] if image["status"] in USABLE]
     assert all((messy_run["root"] / path).is_file() for path in usable)
 
 
@@ -138,7 +141,7 @@ def test_same_image_in_two_labels_or_splits_is_flagged_and_kept(messy_run):
     assert {"label_leak", "split_leak"} <= codes
     stderr = messy_run["done"].stderr
     assert "under two labels" in stderr and "in two splits" in stderr
-    images = _by_path(results["images"])
+    images = _by_path(messy_run["images"])
     assert all(images[p]["status"] in USABLE for pair in (label, split) for p in pair["paths"])
 
 

@@ -95,13 +95,15 @@ def test_rebuilding_a_report_loads_only_what_a_page_needs(tmp_path):
 
     from facecluster.report.html import write_report
     from facecluster.store import FeatureStore
-    from tests.unit.test_report_html import _fake_run
+    from tests.unit.test_report_html import _fake_run, _write_table
 
-    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], schema=1)
     results = json.loads((run / "results.json").read_text())
-    for entry in results["images"]:
+    for entry in results["images"]:  # the images' real hashes, which key the crop cache
         image = Path(results["dataset"]["root"]) / entry["path"]
         entry["sha256"] = hashlib.sha256(image.read_bytes()).hexdigest() if entry["sha256"] else None
+    results["schema_version"] = 2
+    results["images"] = _write_table(run, results["images"], list(results["methods"]))
     (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
     write_report(run, store=FeatureStore(tmp_path / "cache"))  # as `facecluster run` does: the crops are cached
     loaded = _loaded_by(["report", str(run), "--cache-dir", str(tmp_path / "cache")])

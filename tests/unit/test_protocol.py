@@ -15,7 +15,7 @@ from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
-from tests.conftest import csv_rows, make_dataset, write_csv
+from tests.conftest import csv_rows, image_rows, make_dataset, write_csv
 
 fit_calls: list[dict] = []
 
@@ -78,8 +78,9 @@ def _run(root, rows, out, tiny_extractor, cache):
                     "birch": {"algorithm": "birch", "params": {"n_clusters": 4, "threshold": 0.1}},
                     "gmm": {"algorithm": "gmm", "params": {"n_clusters": "auto", "k_range": [2, 5]}}},
     })
-    return run(write_csv(root, rows), config, out, store=FeatureStore(cache), engine=LocalEngine(workers=0),
-               progress=False)
+    results = run(write_csv(root, rows), config, out, store=FeatureStore(cache), engine=LocalEngine(workers=0),
+                  progress=False)
+    return {**results, "images": image_rows(out)}  # the image table's rows, where the tests below look
 
 
 def _clusters(results):

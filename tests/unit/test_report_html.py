@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from facecluster.cli import app
 from facecluster.faces import crop_face
 from facecluster.report.figures import montage_png
+from facecluster.image_table import load_image_table, table_entries
 from facecluster.report.html import ReportError, build_report, write_report
 from facecluster.report.thumbnails import face_record_of
 from tests.conftest import synthetic_face
@@ -26,8 +27,33 @@ HOSTILE = [
 HOSTILE_METHOD = "<b onmouseover=alert(4)>birch</b>"
 
 
-def _fake_run(tmp_path: Path, names: list[str], method_names=("meanshift", "birch"), montages=True) -> Path:
-    """A run folder as `facecluster run` writes it, for images with the given file names."""
+def _write_table(out: Path, images: list[dict], method_names) -> dict:
+    """images.parquet for these schema-1 entries, written by the run's own writer; results.json's ``images``."""
+    from types import SimpleNamespace
+
+    from facecluster.image_table import write_image_table
+    from facecluster.records import FaceRecord
+
+    samples = [SimpleNamespace(relpath=e["path"], split=e["split"], label=e["label"], sha256=e["sha256"])
+               for e in images]
+    records = np.array([FaceRecord(found=True, confidence=e["face"]["confidence"], box=tuple(e["face"]["box"]),
+                                   landmarks=e["face"].get("landmarks")).to_array() if "face" in e
+                        else FaceRecord(found=False).to_array() for e in images])
+    clusters = {m: np.array([-1 if e["clusters"][m] is None else e["clusters"][m] for e in images])
+                for m in method_names}
+    scores = {m: np.array([np.nan if (e.get("scores") or {}).get(m) is None else e["scores"][m] for e in images])
+              for m in method_names}
+    return write_image_table(out, samples, [e["status"] for e in images], [e.get("message") for e in images],
+                             records, clusters, scores, methods=list(method_names))
+
+
+def _fake_run(tmp_path: Path, names: list[str], method_names=("meanshift", "birch"), montages=True,
+              schema: int = 2, landmarks=None, scores=None) -> Path:
+    """A run folder as `facecluster run` writes it, for images with the given file names.
+
+    ``schema`` 1 writes the image entries into results.json, as runs made before images.parquet
+    did; ``landmarks`` go to the first detected face; ``scores(i, entry)`` gives each method's score.
+    """
     rng = np.random.default_rng(0)
     root, out = tmp_path / "data", tmp_path / "run"
     out.mkdir(parents=True)
@@ -43,6 +69,10 @@ def _fake_run(tmp_path: Path, names: list[str], method_names=("meanshift", "birc
             entry["status"] = "no_face"
         else:
             entry["face"] = {"confidence": 0.99, "box": [20.0, 16.0, 56.0, 64.0]}
+            if landmarks is not None and not any("face" in e for e in images):
+                entry["face"]["landmarks"] = landmarks
+        if scores is not None:
+            entry["scores"] = {m: scores(i, entry) for m in method_names}
         images.append(entry)
         reduced.append([i % 2 + rng.normal(0, 0.1), rng.normal(0, 0.1)])
     broken = Path("train") / "real" / names[0].replace(".jpg", "-broken.jpg")
@@ -51,6 +81,8 @@ def _fake_run(tmp_path: Path, names: list[str], method_names=("meanshift", "birc
     images.append({"path": broken.as_posix(), "split": "train", "label": "real", "sha256": None,
                    "status": "empty_file", "message": message, "clusters": {m: None for m in method_names}})
     reduced.append([np.nan, np.nan])
+    if scores is not None:
+        images[-1]["scores"] = {m: None for m in method_names}
     methods = {}
     for m in method_names:
         files = {}
@@ -67,7 +99,7 @@ def _fake_run(tmp_path: Path, names: list[str], method_names=("meanshift", "birc
                       "scores": {"train": scores, "valid": {**scores, "accuracy": 0.875}},
                       "figures": {"scatter": f"scatter-{m}.png", "montages": files}}
     results = {
-        "schema_version": 1, "created": "2026-01-01T00:00:00+00:00",
+        "schema_version": schema, "created": "2026-01-01T00:00:00+00:00",
         "dataset": {"source": "<i>data</i>", "root": str(root), "split_source": "folders", "fingerprint": "f" * 64,
                     "n_images": len(images), "counts": {"train": {"real": 4, "fake": 4}, "valid": {"real": 2, "fake": 2}}},
         "faces": {"detector": "mtcnn", "found": 5, "no_face": 2, "failed": 1},
@@ -75,7 +107,7 @@ def _fake_run(tmp_path: Path, names: list[str], method_names=("meanshift", "birc
         "reduce": {"steps": ["pca"], "n_components": 2, "explained_variance_ratio": [0.07, 0.05]},
         "methods": methods,
         "problems": [{"path": broken.as_posix(), "code": "empty_file", "message": message}],
-        "images": images,
+        "images": images if schema == 1 else _write_table(out, images, method_names),
         "provenance": {"versions": {"python": "3.11"}, "seed": 0, "engine": "local",
                        "config": {"faces": {"margin": 0.2}}},
         "timings": {"total_seconds": 1.0, "computed": {"faces": 8, "features": 8}},
@@ -176,13 +208,12 @@ def test_an_aligned_run_shows_aligned_thumbnails_cut_by_its_landmarks(tmp_path):
     from facecluster.images import decode_rgb, read_bytes
     from facecluster.report.thumbnails import THUMBNAIL_SIZE, jpeg_data_uri
 
-    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    landmarks = [[36.0, 40.0], [60.0, 38.0], [48.0, 52.0], [39.0, 66.0], [58.0, 65.0]]  # a slightly tilted face
+    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], landmarks=landmarks)
     results = json.loads((run / "results.json").read_text())
     results["provenance"]["config"]["faces"] = {"margin": 0.2, "crop": "aligned"}
-    landmarks = [[36.0, 40.0], [60.0, 38.0], [48.0, 52.0], [39.0, 66.0], [58.0, 65.0]]  # a slightly tilted face
-    entry = next(e for e in results["images"] if "face" in e)
-    entry["face"]["landmarks"] = landmarks
     (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    entry = next(e for e in table_entries(load_image_table(run)) if "face" in e)
     page = build_report(run)
     path = Path(results["dataset"]["root"]) / entry["path"]
     rgb = decode_rgb(read_bytes(path, entry["path"]), entry["path"])
@@ -194,23 +225,30 @@ def test_an_aligned_run_shows_aligned_thumbnails_cut_by_its_landmarks(tmp_path):
     assert aligned in page and boxed not in page
 
 
-def test_results_image_entries_carry_the_landmarks_of_a_found_face():
+def test_the_image_table_carries_the_landmarks_of_a_found_face_and_none_without(tmp_path):
     from types import SimpleNamespace
 
     from facecluster.faces import Detection, face_record
-    from facecluster.pipeline import image_entries
+    from facecluster.image_table import write_image_table
     from facecluster.records import empty_records
 
     points = np.array([[36.04, 40], [60, 38], [48, 52], [39, 66], [58, 65]], dtype=np.float32)
-    records = empty_records(2)
+    records = empty_records(3)
     records[0] = face_record(np.zeros((96, 96, 3), dtype=np.uint8), Detection((20, 16, 56, 64), 0.99, points))
     records[1] = face_record(np.zeros((96, 96, 3), dtype=np.uint8), None)
-    samples = [SimpleNamespace(relpath=f"train/real/{k}.jpg", split="train", label="real", sha256="") for k in "ab"]
-    extraction = SimpleNamespace(records=records, status=["ok", "no_face"], messages=[None, None])
-    entries = image_entries(SimpleNamespace(samples=samples), extraction, {}, {})
-    assert entries[0]["face"]["landmarks"] == [[36.0, 40.0], [60.0, 38.0], [48.0, 52.0], [39.0, 66.0], [58.0, 65.0]]
+    samples = [SimpleNamespace(relpath=f"train/real/{k}.jpg", split="train", label="real", sha256="") for k in "abc"]
+    summary = write_image_table(tmp_path, samples, ["ok", "no_face", "corrupt"], [None, None, "c.jpg: damaged"],
+                                records, {"m": np.array([1, 0, -1])}, {})
+    assert summary == {"table": "images.parquet", "rows": 3, "row_group": 16384, "methods": ["m"]}
+    table = load_image_table(tmp_path, {"methods": {"m": {}}, "images": summary})
+    entries = table_entries(table)
+    assert [round(v, 2) for v in np.ravel(entries[0]["face"]["landmarks"])] == \
+        [36.04, 40.0, 60.0, 38.0, 48.0, 52.0, 39.0, 66.0, 58.0, 65.0]
     assert entries[0]["face"]["box"] == [20.0, 16.0, 56.0, 64.0]
-    assert "face" not in entries[1]
+    assert "face" not in entries[1] and "face" not in entries[2]
+    assert [e["clusters"]["m"] for e in entries] == [1, 0, None]
+    assert [e["scores"]["m"] for e in entries] == [None, None, None]  # no scores: null, never 0
+    assert entries[2]["message"] == "c.jpg: damaged" and "message" not in entries[0]
 
 
 def test_the_report_says_when_the_clusters_follow_processing_history(tmp_path):
@@ -231,3 +269,52 @@ def test_the_report_says_when_the_clusters_follow_processing_history(tmp_path):
     del results["audit"]
     (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
     assert "No audit in this run" in build_report(run)
+
+
+def test_a_run_written_before_the_image_table_still_reports_the_same(tmp_path):
+    names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"]
+    old_run = _fake_run(tmp_path / "old", names, schema=1)
+    result = CliRunner().invoke(app, ["report", str(old_run)])  # `facecluster report OLD_RUN`
+    assert result.exit_code == 0, result.output
+    old = (old_run / "report.html").read_text(encoding="utf-8")
+    new = build_report(_fake_run(tmp_path / "new", names))
+    strip = lambda html: re.sub(r'(id|data-root-id|root_ids|"id")\W+[0-9a-f-]{30,}|p\d{4,}|[0-9a-f]{8}-[0-9a-f-]{27}|'
+                                r'<p class="small" id="fc-tables">.*?</p>|/run\b', "", html, flags=re.DOTALL)
+    assert "images.parquet" in new and "images.parquet" not in old  # the new run links its table
+    assert strip(old).count("data:image/jpeg;base64,") == strip(new).count("data:image/jpeg;base64,") > 4
+    for section in ("scores", "clusters", "problems"):
+        assert re.findall(r"<td[^>]*>[^<]*</td>", old[old.index(f'id="{section}"'):]) == \
+            re.findall(r"<td[^>]*>[^<]*</td>", new[new.index(f'id="{section}"'):])
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda run: (run / "images.parquet").unlink(), "images.parquet: not found, though results.json names it"),
+    (lambda run: (run / "images.parquet").write_bytes(b"not parquet"), "images.parquet: not a readable Parquet"),
+    (lambda run: _rewrite(run, lambda r: r["images"].update(rows=99)), "holds 7 rows, but results.json says 99"),
+    (lambda run: _rewrite(run, lambda r: r.update(images={})), "names no image table"),
+])
+def test_a_missing_or_mismatched_image_table_is_one_line_naming_the_file(tmp_path, damage, expected):
+    run = _fake_run(tmp_path, ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.jpg"])
+    damage(run)
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def _rewrite(run: Path, change) -> None:
+    results = json.loads((run / "results.json").read_text())
+    change(results)
+    (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
+
+
+def test_only_the_sample_of_faces_is_embedded_but_every_point_is_drawn(tmp_path):
+    names = [f"img_{k:02d}.jpg" for k in range(40)]
+    run = _fake_run(tmp_path, names, scores=lambda i, entry: None)
+    _rewrite(run, lambda r: r["provenance"]["config"].update(report={"thumbnail_sample": 12}))
+    html = build_report(run)
+    no_face = sum(1 for k in range(40) if k % 4 == 0)  # always in, and listed with their crop
+    tip_faces = html.count('"data:image/jpeg;base64,') - html.count('src="data:image/jpeg;base64,')  # in the plot's data
+    assert 12 <= tip_faces <= no_face + 2 * 4 < 39  # + one per cluster x label x split of each method
+    assert html.count('<img class="mini" src="data:image/jpeg') == no_face
+    assert "for the " in html and "faces sampled across every cluster, label and split" in html
+    assert all(f"img_{k:02d}.jpg" in html for k in range(40))  # every point still carries its path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from facecluster.scoring import load_model, score_folder
 from facecluster.store import FeatureStore
 from facecluster.score_table import rank_of
 from facecluster.synthetic import ClusterDensity, calibrate, probability
-from tests.conftest import make_dataset
+from tests.conftest import image_rows, make_dataset
 
 METHODS = {"kmeans": {"algorithm": "kmeans", "params": {"n_clusters": 2}},
            "birch": {"algorithm": "birch", "params": {"n_clusters": 2, "threshold": 0.05}}}
@@ -73,8 +72,10 @@ def test_fit_then_score_the_train_folder_reproduces_the_run_and_scores_rank_fake
     fitted = run(data, _config(), tmp_path / "fit", store=store, engine=LocalEngine(workers=0), progress=False)
     scored = score_folder(data, tmp_path / "fit", tmp_path / "score", store=store, engine=LocalEngine(workers=0),
                           progress=False)
-    ran = {e["path"]: e for e in fitted["images"]}
-    for entry in scored["images"]:
+    ran = {e["path"]: e for e in image_rows(tmp_path / "fit")}
+    assert scored["images"] == {"table": "images.parquet", "rows": len(ran), "row_group": 16384,
+                                "methods": list(scored["methods"])}
+    for entry in image_rows(tmp_path / "score"):
         assert entry["clusters"] == ran[entry["path"]]["clusters"]  # same clusters, nothing re-fitted
         for name, value in entry["scores"].items():
             assert value == pytest.approx(ran[entry["path"]]["scores"][name], abs=1e-6)
@@ -140,16 +141,16 @@ def test_naming_by_hand_changes_the_names_and_the_scores_without_refitting(tmp_p
 
     truth = _flatten(make_dataset(tmp_path / "labelled", {"train": {"real": 10, "fake": 10}}), tmp_path / "flat")
     run(tmp_path / "flat", _config(), tmp_path / "fit", store=store, engine=LocalEngine(workers=0), progress=False)
-    first = json.loads((tmp_path / "fit" / "results.json").read_text())["images"]
+    first = image_rows(tmp_path / "fit")
     method = load_model(tmp_path / "fit").model._method(None)
     fake_cluster = next(e["clusters"][method] for e in first if truth[e["path"]] == "fake")
     names = [f"{fake_cluster}=fake", f"{1 - fake_cluster}=real"]
     result = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), *names, "--method", method])
     assert result.exit_code == 0, result.output
-    scored = score_folder(tmp_path / "flat", tmp_path / "fit", tmp_path / "score", store=store,
-                          engine=LocalEngine(workers=0), progress=False)
+    score_folder(tmp_path / "flat", tmp_path / "fit", tmp_path / "score", store=store, engine=LocalEngine(workers=0),
+                 progress=False)
     table = pd.read_csv(tmp_path / "score" / "scores.csv")
-    assert [e["clusters"][method] for e in scored["images"]] == [e["clusters"][method] for e in first]
+    assert [e["clusters"][method] for e in image_rows(tmp_path / "score")] == [e["clusters"][method] for e in first]
     predicted = dict(zip(table["path"], table["label"]))
     assert np.mean([predicted[p] == truth[p] for p in truth]) > 0.9
     fakes = table[[truth[p] == "fake" for p in table["path"]]]["score"]

@@ -30,6 +30,12 @@ _POINT_JS = """([figure, row, scroll]) => {
 }"""
 
 
+def is_driver_message(text: str) -> bool:
+    """A note of Chromium's own GL driver (software WebGL in headless mode, e.g. "GPU stall due to
+    ReadPixels" while taking a screenshot), logged to the page's console but not from the page."""
+    return text.startswith("[.WebGL-") and "GL Driver Message" in text
+
+
 @contextmanager
 def chromium_page(width: int = 1400, height: int = 900, executable: Path = CHROMIUM) -> Iterator:
     """A Playwright page in a fresh headless Chromium profile, closed on exit."""
@@ -83,3 +89,40 @@ def hover_point(page, figure: str, row: int, scroll: bool = True) -> dict:
               path: tip.querySelector(".fc-tip-path").textContent,
               meta: tip.querySelector(".fc-tip-meta").textContent};
     }""")
+
+
+# The path the tooltip shows, or null while it is hidden.
+_TIP_PATH_JS = """() => { const tip = document.getElementById("fc-tip");
+  return !tip.hidden && tip.offsetWidth > 0 ? tip.querySelector(".fc-tip-path").textContent : null; }"""
+
+
+def tip_path(page) -> str | None:
+    """The file name the hover tooltip shows, or None while it is hidden."""
+    return page.evaluate(_TIP_PATH_JS)
+
+
+def open_until_interactive(page, url: str, figures: int, timeout_ms: float = 120_000) -> dict:
+    """Open ``url`` and hover the point nearest the middle of the first figure's data; how long it took.
+
+    Returns ``drawn_ms`` (navigation start → Bokeh has drawn ``figures`` roots), ``hovered_ms``
+    (→ the tooltip answered the hover), and the ``row`` hovered and the ``path`` shown. Times are
+    the page's own clock (``performance.now()``, 0 at navigation start).
+    """
+    page.goto(url, wait_until="commit")
+    wait_for_plots(page, figures, timeout_ms)
+    drawn_ms = page.evaluate("performance.now()")
+    row = page.evaluate("""() => { const d = Bokeh.documents[0].get_model_by_name("points").data;
+      const mid = a => [...a].sort((p, q) => p - q)[a.length >> 1];
+      const mx = mid(d.x), my = mid(d.y);
+      let best = 0, distance = Infinity;
+      for (let i = 0; i < d.x.length; i++) {
+        const e = (d.x[i] - mx) ** 2 + (d.y[i] - my) ** 2;
+        if (e < distance) { best = i; distance = e; }
+      }
+      return best; }""")
+    x, y = point_position(page, "scatter-0", row)
+    page.mouse.move(x - 30, y - 30)
+    page.mouse.move(x, y, steps=3)
+    page.wait_for_function(_TIP_PATH_JS, timeout=timeout_ms)
+    hovered_ms = page.evaluate("performance.now()")
+    return {"drawn_ms": drawn_ms, "hovered_ms": hovered_ms, "row": row, "path": tip_path(page)}

@@ -1,8 +1,11 @@
 """The run's page: one self-contained ``report.html`` built from results.json and the run's files.
 
-Nothing is recomputed: scores, clusters and face boxes come from ``results.json``, the
-coordinates from ``reduced.npy`` and the montages from the PNG files beside them. Faces are
-re-cut from the original images for the thumbnails. Every value that comes from the user's
+Nothing is recomputed: the summary comes from ``results.json``, scores, clusters and face boxes
+from the image table (``images.parquet``, read by `facecluster.image_table.load_image_table`),
+the coordinates from ``reduced.npy`` and the montages from the PNG files beside them. Faces are
+re-cut from the original images for the thumbnails, for a bounded sample of the images only
+(`facecluster.report.sample`), so the page stays small at any size; the per-image table stays
+outside the page, linked from it. Every value that comes from the user's
 data goes through Jinja2's autoescaping or the Bokeh document (HTML-escaped by Bokeh for its
 ``<script>`` tag, shown with ``textContent``), never into markup as it is.
 """
@@ -18,8 +21,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from facecluster.atomic import write_atomically
 from facecluster.errors import FaceclusterError
+from facecluster.image_table import load_image_table, table_entries
 from facecluster.records import NO_FACE, USABLE
-from facecluster.report.ranking import score_context
+from facecluster.report.ranking import RANKED_FACES, ranked_rows, score_context
+from facecluster.report.sample import DEFAULT_INTERACTIVE, DEFAULT_SAMPLE, report_sample
 from facecluster.store import FeatureStore
 from facecluster.report.thumbnails import THUMBNAIL_SIZE, face_thumbnails, file_data_uri
 
@@ -163,12 +168,21 @@ def audit_context(audit: dict | None) -> dict | None:
             "history": following or None, "note": history.get("note", "")}
 
 
-def report_context(run_dir: Path, results: dict, thumbs: list[str | None], notes: list[str]) -> dict:
+def _tables(run_dir: Path, results: dict) -> list[dict]:
+    """The per-image tables beside the page (kept out of it: they grow with the images), for links."""
+    images = results.get("images")
+    names = ([images["table"]] if isinstance(images, dict) and images.get("table") else [])
+    names += list((results.get("scoring") or {}).get("table", []))
+    return [{"name": name, "size_mb": (run_dir / name).stat().st_size / 1e6}
+            for name in dict.fromkeys(names) if (run_dir / name).is_file()]
+
+
+def report_context(run_dir: Path, results: dict, table, thumbs: list[str | None], notes: list[str]) -> dict:
     """Everything the template shows, as plain values (the template escapes them)."""
     counts = results["dataset"].get("counts", {})
     splits = list(counts)
     labels = list(dict.fromkeys(label for c in counts.values() for label in c)) or ["real", "fake"]
-    images = results["images"]
+    no_face = np.flatnonzero(table["status"].to_numpy(dtype=object) == NO_FACE)
     methods = [{"index": j, "name": name, "algorithm": method["algorithm"],
                 "params": _params(method.get("params", {})), "n_clusters": method["n_clusters"],
                 "bandwidth": method.get("bandwidth"), "mapping_source": method.get("mapping_source") or "nothing (no labels; name them with facecluster name)",
@@ -185,17 +199,36 @@ def report_context(run_dir: Path, results: dict, thumbs: list[str | None], notes
                        for s, c in counts.items()],
         "count_totals": [sum(c.get(label, 0) for c in counts.values()) for label in labels],
         "score_rows": _score_rows(results, splits),
-        "synthetic": score_context(results, thumbs),
+        "synthetic": score_context(results, table, thumbs),
         "selection_columns": {"methods": [{"name": name, "column": f"c{j}"} for j, name in enumerate(results["methods"])]},
         "methods": methods,
         "explained": [f"{100 * v:.1f} %" for v in reduce.get("explained_variance_ratio", [])],
-        "no_face": [{**entry, "thumb": thumbs[i]} for i, entry in enumerate(images) if entry.get("status") == NO_FACE],
+        "no_face": [{**entry, "thumb": thumbs[i]} for i, entry in zip(no_face, table_entries(table, no_face))],
+        "tables": _tables(run_dir, results),
+        "n_thumbnails": sum(thumb is not None for thumb in thumbs),
         "failed": results.get("problems", []),
         "config_text": _config_text(run_dir, results),
         "audit": audit_context(results.get("audit")),
         "versions": results.get("provenance", {}).get("versions", {}),
         "thumbnail_size": THUMBNAIL_SIZE,
     }
+
+
+def _thumbnails(root: Path, results: dict, table, usable: np.ndarray, faces: dict, report: dict,
+                seed: int, store: FeatureStore | None = None) -> tuple[list[str | None], np.ndarray]:
+    """Face thumbnails for the page's sample of usable images (None elsewhere), and the mask of rows that want one."""
+    method = (results.get("scoring") or {}).get("method")
+    ranked = np.concatenate(ranked_rows(table, method, RANKED_FACES)[:2]) if method else np.array([], dtype=int)
+    sample = report_sample(table, list(results["methods"]), usable, report.get("thumbnail_sample", DEFAULT_SAMPLE),
+                           seed, always=ranked)
+    wanted = sample & usable
+    rows = np.flatnonzero(wanted)
+    cut = face_thumbnails(root, table_entries(table, rows), np.ones(len(rows), dtype=bool), faces.get("margin", 0.2),
+                          crop=faces.get("crop", "box"), store=store)
+    thumbs: list[str | None] = [None] * len(table)
+    for row, thumb in zip(rows, cut):
+        thumbs[row] = thumb
+    return thumbs, wanted
 
 
 def _environment() -> Environment:
@@ -229,21 +262,27 @@ def build_report(run_dir: Path, results: dict | None = None, root: Path | None =
 
     run_dir = Path(run_dir)
     results = results or load_results(run_dir)
+    table = load_image_table(run_dir, results)
     notes: list[str] = []
-    reduced = load_reduced(run_dir, len(results["images"]), notes)
+    reduced = load_reduced(run_dir, len(table), notes)
     usable = np.isfinite(reduced).all(axis=1) if reduced is not None else \
-        np.array([entry.get("status") in USABLE for entry in results["images"]], dtype=bool)
+        np.isin(table["status"].to_numpy(dtype=object), USABLE)
     root = Path(root) if root else Path(results["dataset"]["root"])
-    faces = results.get("provenance", {}).get("config", {}).get("faces", {})
-    thumbs = face_thumbnails(root, results["images"], usable, faces.get("margin", 0.2), crop=faces.get("crop", "box"),
-                             store=store)
-    missing = sum(1 for keep, thumb in zip(usable, thumbs) if keep and thumb is None)
+    config = results.get("provenance", {}).get("config", {})
+    faces = config.get("faces", {})
+    thumbs, wanted = _thumbnails(root, results, table, usable, faces, config.get("report", {}), config.get("seed", 0),
+                                 store)
+    missing = sum(1 for row in np.flatnonzero(wanted) if thumbs[row] is None)
     if missing:
         notes.append(f"{missing} face thumbnails could not be made: the originals are not readable under "
                      f"{root}; if they moved, rebuild with `facecluster report RUN_DIR --images NEW_ROOT`")
-    figures = scatter_figures(results, reduced, thumbs) if reduced is not None else []
-    context = report_context(run_dir, results, thumbs, notes)
+    limit = config.get("report", {}).get("interactive_points", DEFAULT_INTERACTIVE)
+    points = wanted if usable.sum() > limit else None  # a large run: only the sample as points
+    figures = scatter_figures(results, table, reduced, thumbs, points) if reduced is not None else []
+    context = report_context(run_dir, results, table, thumbs, notes)
     context["figure_names"] = [fig.name for fig in figures]
+    context["n_points"] = int(usable.sum() if points is None else (usable & points).sum())
+    context["n_usable"] = int(usable.sum())
     template = _environment().get_template("report.html.j2")
     if not figures:
         return template.render(**context, bokeh_js="", bokeh_css="", plot_script="", roots=[])

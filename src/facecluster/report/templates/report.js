@@ -74,7 +74,8 @@ window.facecluster.selection = (function () {
     for (const i of [...indices].sort((a, b) => a - b)) {
       const clusters = columns.methods.map(m => (d[m.column][i] === "noise" ? "" : d[m.column][i]));
       const score = Number.isFinite(d.score[i]) ? d.score[i].toFixed(6) : "";
-      lines.push([d.path[i], d.split[i], d.given[i], ""].concat(clusters, [score]).map(cell).join(","));
+      const given = d.label[i] === "unlabelled" ? "" : d.label[i];  // labels are real or fake only
+      lines.push([d.path[i], d.split[i], given, ""].concat(clusters, [score]).map(cell).join(","));
     }
     return lines.join("\r\n") + "\r\n";
   }
