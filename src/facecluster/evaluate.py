@@ -200,13 +200,35 @@ def nmi_from_tables(tables: np.ndarray) -> np.ndarray:
     return np.where((n_rows == 1) & (n_cols == 1), 1.0, nmi)
 
 
+BOOTSTRAP_BLOCK_ELEMENTS = 1 << 21  # resampled indices drawn at once: 16 MiB of int64, whatever the split's size
+
+
+def _resample_values(truth_code: np.ndarray, predicted_code: np.ndarray, cluster_code: np.ndarray, n_space: int,
+                     resamples: np.ndarray) -> dict[str, np.ndarray]:
+    """Balanced accuracy, accuracy, ARI and NMI on each row of resampled indices."""
+    n = resamples.shape[1]
+    confusion = _tables(truth_code, predicted_code, n_space, n_space, resamples)
+    correct = np.trace(confusion, axis1=1, axis2=2)
+    support = confusion.sum(axis=2)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.diagonal(confusion, axis1=1, axis2=2) / support
+        balanced = np.where(present, recall, 0).sum(axis=1) / present.sum(axis=1)
+    balanced[present.sum(axis=1) < 2] = np.nan  # one class in the resample: undefined, as in `score`
+    cluster_tables = _tables(truth_code, cluster_code, n_space, int(cluster_code.max()) + 1, resamples)
+    return {"balanced_accuracy": balanced, "accuracy": correct / n, "ari": ari_from_tables(cluster_tables),
+            "nmi": nmi_from_tables(cluster_tables)}
+
+
 def bootstrap_intervals(truth: np.ndarray, predicted: np.ndarray, clusters: np.ndarray,
                         n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list[float] | None]:
     """Percentile bootstrap intervals of balanced accuracy, accuracy, ARI and NMI on one split.
 
     The split's images are resampled with replacement ``n_resamples`` times (seeded); the
     clusters and the mapping stay as fitted, so the interval is the uncertainty of the
-    score due to the finite scored split. Vectorised over resamples (contingency tables).
+    score due to the finite scored split. Vectorised over resamples (contingency tables),
+    a block of resamples at a time, so that memory stays bounded for any split size (the
+    blocks draw the same resamples as one draw of them all).
 
     Returns
     -------
@@ -218,29 +240,17 @@ def bootstrap_intervals(truth: np.ndarray, predicted: np.ndarray, clusters: np.n
     if n == 0 or n_resamples <= 0:
         return {metric: None for metric in BOOTSTRAP_METRICS}
     rng = np.random.default_rng(seed)
-    resamples = rng.integers(0, n, size=(n_resamples, n))
     predicted = np.asarray(predicted, dtype=object)
     space = np.unique(np.concatenate([truth.astype(str), predicted.astype(str)]))
-    truth_code, predicted_code = _codes(truth, space), _codes(predicted, space)
-    confusion = _tables(truth_code, predicted_code, len(space), len(space), resamples)
-    correct = np.trace(confusion, axis1=1, axis2=2)
-    support = confusion.sum(axis=2)
-    present = support > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.diagonal(confusion, axis1=1, axis2=2) / support
-        balanced = np.where(present, recall, 0).sum(axis=1) / present.sum(axis=1)
-    balanced[present.sum(axis=1) < 2] = np.nan  # one class in the resample: undefined, as in `score`
-    cluster_code = _codes(clusters)
-    cluster_tables = _tables(truth_code, cluster_code, len(space), int(cluster_code.max()) + 1, resamples)
-    values = {
-        "balanced_accuracy": balanced,
-        "accuracy": correct / n,
-        "ari": ari_from_tables(cluster_tables),
-        "nmi": nmi_from_tables(cluster_tables),
-    }
+    truth_code, predicted_code, cluster_code = _codes(truth, space), _codes(predicted, space), _codes(clusters)
+    block = max(1, BOOTSTRAP_BLOCK_ELEMENTS // n)
+    blocks = [_resample_values(truth_code, predicted_code, cluster_code, len(space),
+                               rng.integers(0, n, size=(min(block, n_resamples - start), n)))
+              for start in range(0, n_resamples, block)]
     tail = (1 - level) / 2 * 100
     out: dict[str, list[float] | None] = {}
-    for metric, sample in values.items():
+    for metric in BOOTSTRAP_METRICS:
+        sample = np.concatenate([values[metric] for values in blocks])
         sample = sample[np.isfinite(sample)]
         out[metric] = None if len(sample) == 0 else [float(v) for v in np.percentile(sample, [tail, 100 - tail])]
     return out

@@ -32,6 +32,7 @@ from facecluster.model_io import decode_estimators, encode_estimators, read_bund
 from facecluster.protocol import (
     SPLIT_ORDER,
     cross_validated_mapping_score,
+    finite_rows,
     fit_clusterer,
     fit_reducer,
     reduce_rows,
@@ -114,7 +115,7 @@ class FaceModel(BaseEstimator):
     def fit(self, X, y=None):
         """Fit on every row with finite features (``y`` is ignored: names come from `name_clusters`)."""
         X = np.asarray(X, dtype=np.float32)
-        rows = np.isfinite(X).all(axis=1)
+        rows = finite_rows(X)
         self.fit_rows(X, rows, rows)
         return self
 
@@ -227,7 +228,7 @@ class FaceModel(BaseEstimator):
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ModelError(f"features have shape {X.shape}; this model was fitted on {self.n_features_in_} "
                              f"columns of {(self.features or {}).get('extractor', 'unknown')} features")
-        return X, np.isfinite(X).all(axis=1)
+        return X, finite_rows(X)
 
     def transform(self, X) -> np.ndarray:
         """Every row reduced; rows with a non-finite feature are NaN."""

@@ -121,3 +121,27 @@ def test_enrichment_naming_is_the_train_balanced_accuracy_optimum_and_survives_i
     labels = np.array(["fake"] * 20 + ["real"] * 30 + ["fake"] * 5 + ["real"] * 45, dtype=object)
     assert set(majority_mapping(clusters, labels).values()) == {"real"}
     assert enrichment_mapping(clusters, labels) == {0: "fake", 1: "real"}
+
+
+def test_bootstrap_memory_is_bounded_by_its_block_and_blocks_draw_the_same_resamples(monkeypatch):
+    import tracemalloc
+
+    import facecluster.evaluate as evaluate
+
+    rng = np.random.default_rng(3)
+    n = 20000
+    truth = rng.choice(np.array(["real", "fake"], dtype=object), n)
+    clusters = rng.integers(0, 4, n)
+    predicted = np.where(clusters % 2 == 0, "real", "fake").astype(object)
+    tracemalloc.start()
+    try:
+        blocked = bootstrap_intervals(truth, predicted, clusters, n_resamples=1000, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # 1000 resamples of 20k rows are 160 MB of int64 indices at once; the blocks hold a tenth of that.
+    assert peak < 100 * 2**20
+    monkeypatch.setattr(evaluate, "BOOTSTRAP_BLOCK_ELEMENTS", 10**12)  # every resample in one block
+    assert bootstrap_intervals(truth, predicted, clusters, n_resamples=1000, seed=0) == blocked
+    monkeypatch.setattr(evaluate, "BOOTSTRAP_BLOCK_ELEMENTS", 3 * n + 7)  # blocks of 3, the last one short
+    assert bootstrap_intervals(truth, predicted, clusters, n_resamples=1000, seed=0) == blocked

@@ -162,3 +162,17 @@ def test_clusterers_fit_with_one_thread(spies):
     rows = np.ones(60, dtype=bool)
     protocol.fit_clusterer(X, rows, rows, "spy", {"n_clusters": 2})
     assert spies[-1]["threads"] and set(spies[-1]["threads"]) == {1}
+
+
+def test_finite_rows_checks_chunk_by_chunk_with_the_same_answer_as_the_whole_matrix():
+    from facecluster.protocol import finite_rows, usable_rows
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(1000, 7)).astype(np.float32)
+    features[[0, 13, 999], [3, 0, 6]] = [np.nan, np.inf, -np.inf]
+    expected = np.isfinite(features).all(axis=1)
+    for chunk_rows in (1, 13, 1000, 5000):
+        assert (finite_rows(features, chunk_rows=chunk_rows) == expected).all()
+    assert finite_rows(np.empty((0, 7), dtype=np.float32)).shape == (0,)
+    status = ["ok"] * 999 + ["unreadable"]
+    assert (usable_rows(status, features) == expected & (np.arange(1000) < 999)).all()
