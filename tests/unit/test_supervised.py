@@ -32,3 +32,17 @@ def test_supervised_ceiling_ignores_unusable_rows_and_needs_two_classes():
     assert supervised_ceiling(features, np.full(len(labels), "real", dtype=object), splits) == {}
     with pytest.raises(ValueError, match="choose one of"):
         make_classifier("forest")
+
+
+def test_the_ceiling_fits_on_at_most_a_bounded_sample_per_label_and_on_everything_below_it():
+    from facecluster.supervised import bounded_rows
+
+    labels = np.array(["real"] * 50 + ["fake"] * 20 + [None] * 5, dtype=object)
+    rows = np.ones(len(labels), dtype=bool)
+    rows[-5:] = False
+    everything = bounded_rows(rows, labels, per_label=50)
+    assert everything.tolist() == list(range(70))  # below the bound: every row, in order
+    kept = bounded_rows(rows, labels, per_label=10, seed=3)
+    assert (labels[kept] == "real").sum() == 10 and (labels[kept] == "fake").sum() == 10
+    assert np.all(np.diff(kept) > 0) and kept.tolist() == bounded_rows(rows, labels, per_label=10, seed=3).tolist()
+    assert kept.tolist() != bounded_rows(rows, labels, per_label=10, seed=4).tolist()
