@@ -319,8 +319,8 @@ def ask(
         table, scored, chosen = ask_for_labels(data, model, out, k, strategy, store=store, engine=runner,
                                                progress=not quiet)
         faces = scored.faces
-        page = write_ask_page(out, table, scored.dataset.root, scored.extraction.records[chosen], faces.margin,
-                              faces.crop, str(data))
+        page = write_ask_page(out, table, [scored.dataset.samples[i] for i in chosen],
+                              scored.extraction.records[chosen], faces.margin, faces.crop, str(data), store=store)
         _say(f"label these {len(table)} images: {display_name(page)} (or fill the label column of "
              f"{display_name(out / 'ask.csv')}), then: facecluster name {display_name(model)} --labels labels.csv")
 

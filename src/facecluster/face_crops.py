@@ -34,6 +34,11 @@ class FaceToCut(NamedTuple):
     sha256: str | None
     record: FaceRecord
 
+    @classmethod
+    def of(cls, sample, record) -> "FaceToCut":
+        """The face of a dataset `Sample`, from its row of face records (``Extraction.records``)."""
+        return cls(sample.path, sample.relpath, sample.sha256 or None, FaceRecord.from_array(record))
+
 
 def crop_table(store: FeatureStore, size: int, margin: float, crop: str) -> FeatureTable:
     """The store's table of ``size``² crops cut with ``margin`` and ``crop`` ("box" or "aligned")."""

@@ -22,7 +22,7 @@ from facecluster.model import fit_and_evaluate
 from facecluster.outputs import provenance, write_json, write_table, write_text
 from facecluster.evaluate import labelled_rows
 from facecluster.protocol import usable_rows
-from facecluster.records import NO_FACE, OK, USABLE, FaceRecord
+from facecluster.records import NO_FACE, OK, USABLE
 from facecluster.reduce import describe_reducer
 from facecluster.report.figures import montage_png, scatter_png
 from facecluster.report.html import write_report
@@ -60,8 +60,7 @@ def draw_montages(out: Path, name: str, dataset: Dataset, extraction: Extraction
         picked = rng.choice(members, size=min(config.report.montage_size, len(members)), replace=False)
         chosen[cluster] = sorted(picked.tolist())
     rows = [i for picked in chosen.values() for i in picked]
-    to_cut = [FaceToCut(dataset.samples[i].path, dataset.samples[i].relpath, dataset.samples[i].sha256 or None,
-                        FaceRecord.from_array(extraction.records[i])) for i in rows]
+    to_cut = [FaceToCut.of(dataset.samples[i], extraction.records[i]) for i in rows]
     crops = dict(zip(rows, cut_faces(to_cut, config.report.thumbnail, config.faces.margin, config.faces.crop,
                                      store=store)))
     files = {}

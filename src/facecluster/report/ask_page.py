@@ -15,33 +15,27 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from facecluster.atomic import write_atomically
-from facecluster.records import FaceRecord
-from facecluster.report.thumbnails import face_thumbnail
+from facecluster.face_crops import FaceToCut, cut_faces
+from facecluster.report.thumbnails import jpeg_data_uri
+from facecluster.store import FeatureStore
 
 PAGE_NAME = "ask.html"
 FACE_SIZE = 192
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def face_entry(relpath: str, record) -> dict:
-    """An ``images[]``-style entry (path, face box, landmarks) for `face_thumbnail`, from a face record row."""
-    face = FaceRecord.from_array(record)
-    entry: dict = {"path": relpath}
-    if face.found:
-        entry["face"] = {"confidence": face.confidence, "box": list(face.box),
-                         "landmarks": None if face.landmarks is None else face.landmarks.tolist()}
-    return entry
-
-
-def write_ask_page(out: Path, table, root: Path, records, margin: float, crop: str, source: str) -> Path:
-    """Write ``out/ask.html`` for ``table`` (ask.csv's rows); ``records`` are the chosen rows' face records."""
+def write_ask_page(out: Path, table, samples, records, margin: float, crop: str, source: str,
+                   store: FeatureStore | None = None) -> Path:
+    """Write ``out/ask.html`` for ``table`` (ask.csv's rows); ``samples`` and ``records`` are the chosen rows'
+    dataset samples and face records (crops cut as the run cut them, cached in ``store`` when given)."""
+    faces = [FaceToCut.of(sample, record) for sample, record in zip(samples, records)]
+    crops = cut_faces(faces, FACE_SIZE, margin, crop, store=store)
     rows = []
-    for row, record in zip(table.to_dict(orient="records"), records):
-        entry = face_entry(row["path"], record)
+    for row, sample, cut in zip(table.to_dict(orient="records"), samples, crops):
         rows.append({**{key: (int(value) if key.startswith("cluster_") or key == "ask" else value)
                         for key, value in row.items()},
-                     "thumb": face_thumbnail(root, entry, margin, FACE_SIZE, crop),
-                     "href": (Path(root) / row["path"]).resolve().as_uri()})
+                     "thumb": None if cut is None else jpeg_data_uri(cut),
+                     "href": Path(sample.path).resolve().as_uri()})
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True))
     html = env.get_template("ask.html.j2").render(
         rows=rows, columns=list(table.columns), source=source, face_size=FACE_SIZE,
