@@ -116,3 +116,27 @@ def test_a_broken_link_and_a_missing_anchor_are_found(tmp_path, monkeypatch):
     assert len(problems) == 2
     assert "docs/missing.md: no file" in problems[0]
     assert "#no-such" in problems[1]
+
+
+def readme_command(section: str) -> str:
+    """The one command in the README section ``## <section>`` (its first bash block)."""
+    text = (REPOSITORY / "README.md").read_text(encoding="utf-8")
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return body.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+
+
+def ci_commands() -> str:
+    """.ci/run's commands, with pip's and pytest's -q (quiet output, the same commands) left out."""
+    return re.sub(r" -q\b", "", (REPOSITORY / ".ci" / "run").read_text(encoding="utf-8"))
+
+
+def test_ci_runs_the_readme_test_command():
+    assert readme_command("Test") in ci_commands().splitlines()
+
+
+def test_ci_installs_as_the_readme_says():
+    # The install part of "Install and run"; the dev-set run itself is an integration test.
+    steps = [step.strip() for step in readme_command("Install and run").split("&&")]
+    assert steps[0] == "python3 -m venv .venv"
+    ci = ci_commands().splitlines()
+    assert steps[0] in ci and steps[1] in ci
