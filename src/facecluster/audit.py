@@ -56,11 +56,13 @@ def relative_name(sample: Sample, label_folders: set[str]) -> str:
     return "/".join(parts)
 
 
-def _sample_rows(dataset: Dataset, max_per_label: int, seed: int) -> np.ndarray:
+def _sample_rows(dataset: Dataset, max_per_label: int, seed: int, among: np.ndarray | None = None) -> np.ndarray:
+    """At most ``max_per_label`` rows of each label (seeded), drawn from ``among`` (default: every row)."""
     rng = np.random.default_rng(seed)
+    candidates = np.arange(len(dataset.samples)) if among is None else np.asarray(among, dtype=int)
     rows = []
     for label in LABELS:
-        members = np.array([i for i, s in enumerate(dataset.samples) if s.label == label], dtype=int)
+        members = np.array([i for i in candidates.tolist() if dataset.samples[i].label == label], dtype=int)
         if len(members) > max_per_label:
             members = np.sort(rng.choice(members, max_per_label, replace=False))
         rows.extend(members.tolist())
@@ -382,8 +384,8 @@ def _audit(dataset: Dataset, config: Config, engine, store, alignment: bool, pro
         checks.append(alignment_check(dataset, config, engine, store, progress, clusterings))
     # The probes read whole files at full resolution (about 60 ms of CPU per file): a seeded sample
     # per label bounds the first run's cost; the probes are cached by content hash after that.
-    probed = np.intersect1d(rows[readable], _sample_rows(dataset, config.audit.history_max_images_per_label,
-                                                         config.seed))
+    # Drawn from the files read above, so the sample stays full however large the folder is.
+    probed = _sample_rows(dataset, config.audit.history_max_images_per_label, config.seed, among=rows[readable])
     found, out["history"] = history_checks(dataset, probed, clusterings, store)
     checks += found
     out["checks"] = checks

@@ -197,3 +197,12 @@ def _tree(seed, depth=3):
     from facecluster.audit import _tree as tree
 
     return tree(seed, depth)
+
+
+def test_the_history_probes_sample_is_full_when_the_audit_itself_samples(tmp_path):
+    # 60 images per label, the audit reads 30 of each and probes 10 of each: two independent draws
+    # would have probed only their overlap (about 5 per label); the probes come from the files read.
+    config = build_config(overrides={"audit": {"max_images_per_label": 30, "history_max_images_per_label": 10}})
+    result = audit(discover(clean_dataset(tmp_path / "clean", n=40)), config)
+    assert result["sampled"] and result["n_read"] == 60
+    assert result["history"]["n_probed"] == 20
