@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facecluster.config import LABELS, DatasetConfig
+from facecluster.csv_cells import unescape_formula
 from facecluster.errors import FaceclusterError
 from facecluster.images import MAX_FILE_BYTES, ImageError, display_name, open_regular
 
@@ -304,12 +305,15 @@ def _unlabelled_folder(root: Path, walk: _Walk, config: DatasetConfig) -> Datase
 
 
 def _csv_rows(csv_path: Path):
-    """The CSV's header and rows with their line numbers, as `DatasetError`s when unreadable."""
+    """The CSV's header and rows with their line numbers, as `DatasetError`s when unreadable.
+
+    A cell escaped against formula injection (``'=…``, `facecluster.csv_cells`) reads as the text it escaped.
+    """
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             fields = reader.fieldnames or []
-            rows = [(reader.line_num, row) for row in reader]
+            rows = [(reader.line_num, {key: unescape_formula(value) for key, value in row.items()}) for row in reader]
     except UnicodeDecodeError as error:
         raise DatasetError(f"{display_name(csv_path)}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     except csv.Error as error:

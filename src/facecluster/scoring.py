@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facecluster.config import Config, DatasetConfig, FacesConfig, FeaturesConfig, dump_config
+from facecluster.csv_cells import unescape_formula
 from facecluster.dataset import Dataset, discover, from_paths
 from facecluster.engines import Engine, Extraction
 from facecluster.engines.local import LocalEngine
@@ -267,6 +268,7 @@ def read_answers(csv_path: Path):
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as error:
         raise ModelError(f"{csv_path}: cannot be read as a CSV ({error}); give scores.csv or the report's download")
+    table = table.map(unescape_formula)  # the writers' escaping against formula injection (csv_cells)
     if "label" not in table:
         raise ModelError(f"{csv_path}: needs a label column (real/fake); label the rows of ask.csv, scores.csv "
                          "or of the report's selection download")

@@ -57,11 +57,6 @@ window.facecluster.selection = (function () {
   const spec = document.getElementById("fc-selection-columns");
   let indices = [];
 
-  function cell(value) {
-    const text = value === null || value === undefined ? "" : String(value);
-    return /[",\r\n]/.test(text) || text !== text.trim() ? '"' + text.replace(/"/g, '""') + '"' : text;
-  }
-
   function points() {
     return Bokeh.documents[0].get_model_by_name("points").data;
   }
@@ -70,12 +65,12 @@ window.facecluster.selection = (function () {
     const columns = JSON.parse(spec.textContent);
     const d = points();
     const header = ["path", "split", "given_label", "label"].concat(columns.methods.map(m => "cluster_" + m.name), ["score"]);
-    const lines = [header.map(cell).join(",")];
+    const lines = [header.map(window.facecluster.csvCell).join(",")];
     for (const i of [...indices].sort((a, b) => a - b)) {
       const clusters = columns.methods.map(m => (d[m.column][i] === "noise" ? "" : d[m.column][i]));
       const score = Number.isFinite(d.score[i]) ? d.score[i].toFixed(6) : "";
       const given = d.label[i] === "unlabelled" ? "" : d.label[i];  // labels are real or fake only
-      lines.push([d.path[i], d.split[i], given, ""].concat(clusters, [score]).map(cell).join(","));
+      lines.push([d.path[i], d.split[i], given, ""].concat(clusters, [score]).map(window.facecluster.csvCell).join(","));
     }
     return lines.join("\r\n") + "\r\n";
   }
