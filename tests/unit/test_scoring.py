@@ -341,10 +341,16 @@ def test_answers_teach_a_linear_classifier_that_is_saved_as_data_and_scores_new_
     table.to_csv(tmp_path / "labels.csv", index=False)
     lone = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--images", str(tmp_path / "flat")])
     assert lone.exit_code == 2 and "--images goes with --labels" in lone.output
+    import facecluster.scoring
+
+    reads = []
+    monkeypatch.setattr(facecluster.scoring, "read_answers",
+                        lambda path, read=facecluster.scoring.read_answers: reads.append(path) or read(path))
     named = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--labels", str(tmp_path / "labels.csv"),
                                      "--images", str(tmp_path / "flat"), "--cache-dir", str(store.root)])
     assert named.exit_code == 0, named.output
     assert "learnt the method 'answers'" in named.output
+    assert reads == [tmp_path / "labels.csv"]  # the answers are read once: method, names and classifier share them
 
     fitted = load_model(tmp_path / "fit")  # read back from disk: the classifier is data in the bundle
     assert isinstance(fitted.model.answers_, AnswersClassifier) and fitted.model.answers_.n_answers_ == 8
