@@ -81,7 +81,7 @@ class Dataset:
 
     root: Path
     samples: list[Sample]
-    split_source: str  # "folders", "csv", or "hash-<fraction>" when we split it
+    split_source: str  # "folders", "csv", "hash-<fraction>" when we split it, "unlabelled", or NEW_DATA
     skipped: list[dict] = field(default_factory=list)  # {path, code, message[, n_files]}
     warnings: list[dict] = field(default_factory=list)  # {code, message[, path]}
     leaks: list[dict] = field(default_factory=list)  # {sha256, kinds, paths, splits, labels}
@@ -412,6 +412,23 @@ def apply_labels(dataset: Dataset, csv_path: Path, config: DatasetConfig) -> Dat
     return Dataset(dataset.root, samples, dataset.split_source, dataset.skipped, warnings, dataset.leaks)
 
 
+NEW_DATA = "new-data"  # split_source of a dataset scored by a saved model: every image in ``test``
+
+
+def as_new_data(dataset: Dataset) -> Dataset:
+    """``dataset`` as a saved model's new data: splits that discovery made up become one, ``test``.
+
+    A folder of label folders is split 70/30 by content hash, and an unlabelled or partly labelled
+    one (or a list of paths) is all train: splits for fitting. A model that scores the folder was fitted on none of it,
+    so every labelled image is held out and evaluated together (split_source ``new-data``). Splits
+    the user gave (split folders, a CSV's split column) are kept.
+    """
+    if not (dataset.split_source.startswith("hash-") or dataset.split_source in ("unlabelled", "paths")):
+        return dataset
+    return Dataset(dataset.root, [_with(s, split="test") for s in dataset.samples], NEW_DATA, dataset.skipped,
+                   dataset.warnings)
+
+
 def from_paths(paths) -> Dataset:
     """A dataset of the given image files, unlabelled (paths relative to their common folder).
 
@@ -463,8 +480,11 @@ def _data_warnings(dataset: Dataset) -> list[dict]:
     return out
 
 
-def discover(source: Path, config: DatasetConfig | None = None) -> Dataset:
+def discover(source: Path, config: DatasetConfig | None = None, *, new_data: bool = False) -> Dataset:
     """Read a dataset from a folder or a CSV file.
+
+    With ``new_data`` (a saved model scores it) it needs no train split, and splits the layout did
+    not give are one, ``test`` (`as_new_data`).
 
     Raises
     ------
@@ -484,7 +504,7 @@ def discover(source: Path, config: DatasetConfig | None = None) -> Dataset:
         raise DatasetError(f"{shown}: neither a folder nor a CSV file; give the dataset's root folder or a CSV file")
     if not dataset.samples:
         raise DatasetError(f"{shown}: no images found; put images under <split>/<label>/ folders")
-    if "train" not in dataset.splits:
+    if "train" not in dataset.splits and not new_data:
         raise DatasetError(f"{shown}: no train split; the clusters are fitted on train")
     labels_file = Path(config.labels) if config.labels else None
     if labels_file is None and dataset.split_source == "unlabelled" and (dataset.root / LABELS_FILE).is_file():
@@ -495,6 +515,8 @@ def discover(source: Path, config: DatasetConfig | None = None) -> Dataset:
         dataset = apply_labels(dataset, labels_file, config)
         log.info("labels from %s: %d of %d images labelled", display_name(labels_file), dataset.n_labelled,
                  len(dataset.samples))
+    if new_data:
+        dataset = as_new_data(dataset)
     dataset.leaks = find_leaks(dataset.samples)
     dataset.warnings += _data_warnings(dataset)
     for warning in dataset.warnings:

@@ -18,7 +18,7 @@ import numpy as np
 
 from facecluster.config import Config, DatasetConfig, FacesConfig, FeaturesConfig, dump_config
 from facecluster.csv_cells import unescape_formula
-from facecluster.dataset import Dataset, discover, from_paths
+from facecluster.dataset import Dataset, as_new_data, discover, from_paths
 from facecluster.engines import Engine, Extraction
 from facecluster.engines.local import LocalEngine
 from facecluster.errors import ModelError
@@ -122,7 +122,8 @@ class FittedModel:
         ``images`` is a folder (any layout, labels optional), a CSV (``path[,label][,split]``)
         or a list of image paths. Nothing is re-fitted.
         """
-        dataset = discover(Path(images)) if isinstance(images, (str, Path)) else from_paths(images)
+        dataset = (discover(Path(images), new_data=True) if isinstance(images, (str, Path))
+                   else as_new_data(from_paths(images)))
         scored = self.apply(dataset, method, store=store, engine=engine, progress=progress)
         return scores_frame(scored.dataset, scored.extraction, self.model, scored.clusters, scored.synthetic,
                             scored.method)
@@ -161,7 +162,7 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
     model = fitted.model
     out.mkdir(parents=True, exist_ok=True)
     dataset_config = dataset_config or DatasetConfig()
-    dataset = discover(source, dataset_config)
+    dataset = discover(source, dataset_config, new_data=True)  # all new to the model: no made-up splits
     engine = engine or LocalEngine()
     store = store or FeatureStore()  # the features, and the montages' and thumbnails' face crops
     t0 = time.perf_counter()
