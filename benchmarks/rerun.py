@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEV_SET)
     parser.add_argument("--cold-rounds", type=int, default=1)
     parser.add_argument("--warm-rounds", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=None, help="only N images, spread evenly over the set (a smoke run)")
+    parser.add_argument("--limit", type=int, default=None, help="only N images, spread over the set (smoke run)")
     args = parser.parse_args()
     load_before = os.getloadavg()  # the machine must be quiet for figures worth quoting
     with tempfile.TemporaryDirectory(prefix="facecluster-rerun-bench-") as tmp:

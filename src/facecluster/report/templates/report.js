@@ -55,6 +55,7 @@ window.facecluster.selection = (function () {
   const button = document.getElementById("fc-download");
   const count = document.getElementById("fc-selected");
   const spec = document.getElementById("fc-selection-columns");
+  const cell = window.facecluster.csvCell;  // csv_cell.js: quoted, and never a spreadsheet formula
   let indices = [];
 
   function points() {
@@ -65,12 +66,12 @@ window.facecluster.selection = (function () {
     const columns = JSON.parse(spec.textContent);
     const d = points();
     const header = ["path", "split", "given_label", "label"].concat(columns.methods.map(m => "cluster_" + m.name), ["score"]);
-    const lines = [header.map(window.facecluster.csvCell).join(",")];
+    const lines = [header.map(cell).join(",")];
     for (const i of [...indices].sort((a, b) => a - b)) {
       const clusters = columns.methods.map(m => (d[m.column][i] === "noise" ? "" : d[m.column][i]));
       const score = Number.isFinite(d.score[i]) ? d.score[i].toFixed(6) : "";
       const given = d.label[i] === "unlabelled" ? "" : d.label[i];  // labels are real or fake only
-      lines.push([d.path[i], d.split[i], given, ""].concat(clusters, [score]).map(window.facecluster.csvCell).join(","));
+      lines.push([d.path[i], d.split[i], given, ""].concat(clusters, [score]).map(cell).join(","));
     }
     return lines.join("\r\n") + "\r\n";
   }
