@@ -328,6 +328,21 @@ def _csv_cell(row: dict, key: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _csv_path(row: dict, exists) -> str:
+    """A row's path: as written when ``exists(path)`` says so (a name may start or end with a tab), else stripped."""
+    value = row.get("path")
+    if isinstance(value, str) and value.strip() and value != value.strip() and exists(value):
+        return value
+    return _csv_cell(row, "path")
+
+
+def _is_file(root: Path, rel: str) -> bool:
+    try:
+        return "\0" not in rel and (root / rel).is_file()
+    except (OSError, ValueError):  # a name too long, say: not a file we can read
+        return False
+
+
 def _from_csv(csv_path: Path, config: DatasetConfig) -> Dataset:
     root = csv_path.parent.resolve()
     labels = _label_map(config)
@@ -338,7 +353,7 @@ def _from_csv(csv_path: Path, config: DatasetConfig) -> Dataset:
     walk = _Walk(root, config.follow_links_outside_root)
     samples = []
     for line, row in rows:
-        rel = _csv_cell(row, "path")
+        rel = _csv_path(row, lambda written: _is_file(root, written))
         if not rel or "\0" in rel:
             raise DatasetError(f"{where}:{line}: empty path or NUL character; give a path relative to the CSV")
         path = Path(os.path.normpath(root / rel))
@@ -375,6 +390,10 @@ def _csv_label(row: dict, labels: dict[str, str], where: str) -> str | None:
     return label
 
 
+def _relative(path: str) -> str:
+    return Path(os.path.normpath(path)).as_posix()
+
+
 def apply_labels(dataset: Dataset, csv_path: Path, config: DatasetConfig) -> Dataset:
     """Label the samples named in ``csv_path`` (``path,label``, paths relative to the dataset folder).
 
@@ -387,9 +406,10 @@ def apply_labels(dataset: Dataset, csv_path: Path, config: DatasetConfig) -> Dat
         raise DatasetError(f"{where}: the labels file needs the columns path,label (paths relative to "
                            f"{display_name(dataset.root)})")
     names = _label_map(config)
+    known = {s.relpath for s in dataset.samples}
     given: dict[str, str | None] = {}
     for line, row in rows:
-        rel = Path(os.path.normpath(_csv_cell(row, "path"))).as_posix()
+        rel = _relative(_csv_path(row, lambda written: _relative(written) in known))
         given[rel] = _csv_label(row, names, f"{where}:{line}")
     samples, conflicts = [], []
     for s in dataset.samples:
@@ -398,7 +418,6 @@ def apply_labels(dataset: Dataset, csv_path: Path, config: DatasetConfig) -> Dat
                 conflicts.append(s.relpath)
             s = _with(s, label=given[s.relpath])
         samples.append(s)
-    known = {s.relpath for s in dataset.samples}
     unmatched = [p for p in given if p not in known]
     warnings = list(dataset.warnings)
     if unmatched:
