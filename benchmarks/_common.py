@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import sys
 import threading
 import time
@@ -30,6 +31,26 @@ def dev_samples(root: Path = DEV_SET, limit: int | None = None) -> list[Sample]:
         sys.exit(f"dev images not found at {root}; they sit in ../shared/datasets beside the clone")
     samples = discover(root, DatasetConfig()).samples
     return samples[:limit] if limit else samples
+
+
+def subset(root: Path, limit: int | None, folder: Path) -> Path:
+    """The dataset itself, or ``limit`` of its images spread over all of it, in ``folder`` (same layout).
+
+    Hard links where the filesystem allows (no bytes copied), else copies; never symbolic links,
+    which a dataset refuses (they could lead out of its folder).
+    """
+    if not limit:
+        return root
+    samples = dev_samples(root)
+    n = len(samples)  # ``limit`` evenly spaced images from first to last: every split and label keeps some
+    for sample in [samples[round(k * (n - 1) / max(1, limit - 1))] for k in range(min(limit, n))]:
+        target = folder / sample.relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(sample.path, target)
+        except OSError:  # another filesystem, or links not allowed here
+            shutil.copyfile(sample.path, target)
+    return folder
 
 
 def _crop_job(job):

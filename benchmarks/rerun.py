@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import DEV_SET, REPO, RESULTS, dev_samples, machine, print_table
+from _common import DEV_SET, REPO, RESULTS, machine, print_table, subset
 
 STAGES = ("discover", "extract", "fit", "figures", "audit")
 
@@ -54,21 +54,6 @@ app(["run", data, "--preset", "study", "--out", out, "--quiet"], standalone_mode
 print(json.dumps({"import_seconds": imports, "report_seconds": sum(report),
                   "in_process_seconds": time.perf_counter() - started}))
 """
-
-
-def subset(root: Path, limit: int | None, folder: Path) -> Path:
-    """The dataset itself, or a copy of every k-th of its images (so each split and label stays), for a smoke run.
-
-    Copied, not linked: a dataset refuses links that lead out of its folder.
-    """
-    if not limit:
-        return root
-    samples = dev_samples(root)
-    for sample in samples[::max(1, len(samples) // limit)][:limit]:
-        target = folder / sample.relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(sample.path, target)
-    return folder
 
 
 def one_run(data: Path, cache: Path, out: Path) -> dict:
@@ -109,7 +94,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEV_SET)
     parser.add_argument("--cold-rounds", type=int, default=1)
     parser.add_argument("--warm-rounds", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images (a smoke run)")
+    parser.add_argument("--limit", type=int, default=None, help="only N images, spread over the set (smoke run)")
     args = parser.parse_args()
     load_before = os.getloadavg()  # the machine must be quiet for figures worth quoting
     with tempfile.TemporaryDirectory(prefix="facecluster-rerun-bench-") as tmp:

@@ -16,23 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import DEV_SET, dev_samples, print_table, write_results
+from _common import DEV_SET, print_table, subset, write_results
 
 from facecluster.engines.local import LocalEngine
 from facecluster.pipeline import run
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
-
-
-def subset(root: Path, limit: int | None, folder: Path) -> Path:
-    """The dev set itself, or a folder of links to its first ``limit`` images (same layout)."""
-    if not limit:
-        return root
-    for sample in dev_samples(root, limit):
-        link = folder / sample.relpath
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(sample.path)
-    return folder
 
 
 def one_run(source: Path, config, cache: Path, out: Path) -> dict:
@@ -55,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--detector", default="mtcnn", choices=["mtcnn", "yunet"])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
-    parser.add_argument("--limit", type=int, default=None, help="Only the first N dev images.")
+    parser.add_argument("--limit", type=int, default=None, help="Only N dev images, spread evenly over the set.")
     args = parser.parse_args()
     config = build_config("study", {"faces": {"detector": args.detector}, "features": {"precision": args.precision}})
     with tempfile.TemporaryDirectory(prefix="facecluster-stages-") as scratch:

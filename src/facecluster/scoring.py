@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from facecluster.config import Config, DatasetConfig, FacesConfig, FeaturesConfig, dump_config
-from facecluster.dataset import Dataset, discover, from_paths
+from facecluster.csv_cells import unescape_formula
+from facecluster.dataset import Dataset, as_new_data, discover, from_paths
 from facecluster.engines import Engine, Extraction
 from facecluster.engines.local import LocalEngine
 from facecluster.errors import ModelError
@@ -121,7 +122,8 @@ class FittedModel:
         ``images`` is a folder (any layout, labels optional), a CSV (``path[,label][,split]``)
         or a list of image paths. Nothing is re-fitted.
         """
-        dataset = discover(Path(images)) if isinstance(images, (str, Path)) else from_paths(images)
+        dataset = (discover(Path(images), new_data=True) if isinstance(images, (str, Path))
+                   else as_new_data(from_paths(images)))
         scored = self.apply(dataset, method, store=store, engine=engine, progress=progress)
         return scores_frame(scored.dataset, scored.extraction, self.model, scored.clusters, scored.synthetic,
                             scored.method)
@@ -160,7 +162,7 @@ def score_folder(source: Path, model_path: Path, out: Path, dataset_config: Data
     model = fitted.model
     out.mkdir(parents=True, exist_ok=True)
     dataset_config = dataset_config or DatasetConfig()
-    dataset = discover(source, dataset_config)
+    dataset = discover(source, dataset_config, new_data=True)  # all new to the model: no made-up splits
     engine = engine or LocalEngine()
     store = store or FeatureStore()  # the features, and the montages' and thumbnails' face crops
     t0 = time.perf_counter()
@@ -267,6 +269,7 @@ def read_answers(csv_path: Path):
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as error:
         raise ModelError(f"{csv_path}: cannot be read as a CSV ({error}); give scores.csv or the report's download")
+    table = table.map(unescape_formula)  # the writers' escaping against formula injection (csv_cells)
     if "label" not in table:
         raise ModelError(f"{csv_path}: needs a label column (real/fake); label the rows of ask.csv, scores.csv "
                          "or of the report's selection download")
@@ -278,7 +281,7 @@ def read_answers(csv_path: Path):
     return rows
 
 
-def _cluster_column(csv_path: Path, answers, method: str) -> str:
+def _cluster_column(answers, method: str, csv_path: Path) -> str:
     column = f"cluster_{method}" if f"cluster_{method}" in answers else "cluster"
     if column not in answers:
         raise ModelError(f"{csv_path}: needs the columns label and cluster (or cluster_{method}); "
@@ -289,18 +292,17 @@ def _cluster_column(csv_path: Path, answers, method: str) -> str:
     return column
 
 
-def mapping_from_labels(csv_path: Path, model: FaceModel, method: str) -> dict[int, str]:
+def mapping_from_labels(answers, model: FaceModel, method: str, csv_path: Path) -> dict[int, str]:
     """Cluster names from a labelled table of this model's clusters: ask.csv, scores.csv or the report's selection CSV.
 
-    The CSV needs a ``label`` column (real/fake; blank rows are skipped) and the cluster of each
-    row: ``cluster`` (with ``method`` naming the method, as in scores.csv) or ``cluster_<method>``.
-    The model's naming rule names each cluster from those labels; clusters without a labelled
-    row keep the default.
+    ``answers`` is `read_answers` of ``csv_path`` (named in errors). The CSV needs a ``label``
+    column (real/fake; blank rows are skipped) and the cluster of each row: ``cluster`` (with
+    ``method`` naming the method, as in scores.csv) or ``cluster_<method>``. The model's naming
+    rule names each cluster from those labels; clusters without a labelled row keep the default.
     """
     from facecluster.evaluate import NAMING_RULES
 
-    answers = read_answers(csv_path)
-    column = _cluster_column(csv_path, answers, method)
+    column = _cluster_column(answers, method, csv_path)
     rows = answers[answers[column].str.strip() != ""]
     if rows.empty:
         raise ModelError(f"{csv_path}: no row has both a label and a cluster; fill in the label column")
@@ -308,15 +310,14 @@ def mapping_from_labels(csv_path: Path, model: FaceModel, method: str) -> dict[i
     return NAMING_RULES[model.naming](clusters, rows["label"].to_numpy(dtype=object))
 
 
-def method_from_answers(csv_path: Path, model: FaceModel) -> tuple[str | None, dict[str, float | None]]:
-    """The model's method whose clusters the answers of ``csv_path`` agree with best, left out one at a time.
+def method_from_answers(answers, model: FaceModel) -> tuple[str | None, dict[str, float | None]]:
+    """The model's method whose clusters the ``answers`` (`read_answers`) agree with best, left out one at a time.
 
     Only for tables with a ``cluster_<method>`` column per method (ask.csv): `labelling.choose_clustering`,
     ties to the model's default method. None when fewer than two methods have a column.
     """
     from facecluster.labelling import choose_clustering
 
-    answers = read_answers(csv_path)
     default = model._method(None)
     methods = sorted(model.clusterers_, key=lambda m: m != default)  # the default first: it wins ties
     candidates = {m: answers[f"cluster_{m}"].astype(float).astype(int).to_numpy()
@@ -326,14 +327,14 @@ def method_from_answers(csv_path: Path, model: FaceModel) -> tuple[str | None, d
     return choose_clustering(candidates, answers["label"].to_numpy(dtype=object), model.naming)
 
 
-def answers_features(csv_path: Path, images: Path, fitted: "FittedModel", store: FeatureStore | None = None,
+def answers_features(answers, images: Path, fitted: "FittedModel", csv_path: Path,
+                     store: FeatureStore | None = None,
                      engine: Engine | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The answered rows of ``csv_path`` (paths relative to ``images``) reduced by the model, and their labels.
+    """The ``answers`` (`read_answers` of ``csv_path``, paths relative to ``images``) reduced by the model; their labels.
 
     A path that is not a usable image of ``images`` is refused in one line naming it: an answer
     that cannot be seen must not be silently dropped.
     """
-    answers = read_answers(csv_path)
     if "path" not in answers:
         raise ModelError(f"{csv_path}: needs a path column (relative to {images}) to learn from the answers")
     dataset = from_paths([Path(images) / p for p in answers["path"]])
@@ -360,15 +361,16 @@ def rename_clusters(path: Path, mapping: dict[int, str] | None, method: str | No
     """
     fitted = FittedModel.load(path)
     model, agreement = fitted.model, {}
+    answers = None if labels is None else read_answers(labels)  # read once, for all three uses below
     if mapping is None and method is None:
-        chosen, agreement = method_from_answers(labels, model)
+        chosen, agreement = method_from_answers(answers, model)
         if chosen is not None:  # the answers' best method becomes the model's default
             method = model.default_method_ = chosen
     method = model._method(method)
     if method == ANSWERS:  # names are for clusterers: the default one before the answers
         method = next(iter(model.clusterers_))
     if mapping is None:
-        mapping = mapping_from_labels(labels, model, method)
+        mapping = mapping_from_labels(answers, model, method, labels)
     model.set_mapping(method, mapping)
     card = dict(fitted.card or {})
     card["named_by_hand"] = {**card.get("named_by_hand", {}), method: {str(k): v for k, v in sorted(mapping.items())}}
@@ -376,7 +378,7 @@ def rename_clusters(path: Path, mapping: dict[int, str] | None, method: str | No
         card["default_method"] = method
         card["method_from_answers"] = {"chosen": method, "leave_one_out_balanced_accuracy": agreement}
     if images is not None:
-        reduced, answered = answers_features(labels, images, fitted, store, engine)
+        reduced, answered = answers_features(answers, images, fitted, labels, store, engine)
         model.fit_answers(reduced, answered)
         card["default_method"] = ANSWERS
         card["answers"] = {"n_answers": model.answers_.n_answers_, "images": str(images),

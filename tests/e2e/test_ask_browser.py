@@ -13,9 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from facecluster.cli import app
+from facecluster.csv_cells import escape_formula, unescape_formula
 from facecluster.report.browser import CHROMIUM, chromium_page
 from facecluster.scoring import load_model
 from tests.conftest import make_dataset
+from tests.unit.test_csv_cells import HOSTILE as FORMULAS
 
 pytestmark = [
     pytest.mark.e2e,
@@ -24,6 +26,7 @@ pytestmark = [
 pytest.importorskip("playwright.sync_api", reason="playwright not installed: pip install 'facecluster[test]'")
 
 HOSTILE = "<img src=x onerror=alert(1)>,\"q\".jpg"
+FORMULA = '=HYPERLINK("x","click").jpg'  # a spreadsheet would run it: labels.csv holds it as '=HYPERLINK(…
 SETTINGS = ('[faces]\ndetector = "none"\n[features]\nextractor = "tiny"\n[reduce]\nstandardize = true\n'
             'n_components = 2\n[methods.kmeans]\nalgorithm = "kmeans"\nparams = { n_clusters = 2 }\n'
             '[methods.birch]\nalgorithm = "birch"\nparams = { n_clusters = 2, threshold = 0.05 }\n')
@@ -35,7 +38,7 @@ def test_answers_given_on_the_page_name_the_models_clusters(tmp_path, tiny_extra
     flat, truth = tmp_path / "flat", {}
     flat.mkdir()
     for k, image in enumerate(sorted(nested.rglob("*.jpg"))):
-        name = HOSTILE if k == 0 else f"face_{(k * 37) % 101:03d}.jpg"
+        name = HOSTILE if k == 0 else FORMULA if k == 1 else f"face_{(k * 37) % 101:03d}.jpg"
         shutil.copy(image, flat / name)
         truth[name] = image.parent.name
     (tmp_path / "tiny.toml").write_text(SETTINGS)
@@ -73,13 +76,20 @@ def test_answers_given_on_the_page_name_the_models_clusters(tmp_path, tiny_extra
         assert info.value.suggested_filename == "labels.csv"
         downloaded = tmp_path / "labels.csv"
         shutil.copy(info.value.path(), downloaded)
+        # the page's CSV cells follow facecluster.csv_cells' rule (one JS file, csv_cell.js, for both pages)
+        cells = page.evaluate("texts => texts.map(window.facecluster.csvCell)", FORMULAS)
     assert not errors and not dialogs
+    assert [next(csv.reader([cell])) for cell in cells] == [[escape_formula(text)] for text in FORMULAS]
     with open(downloaded, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["path"] for r in rows] == paths
+    assert [r["path"] for r in rows] == [escape_formula(p) for p in paths]
+    assert "'" + FORMULA in [r["path"] for r in rows]
+    assert [unescape_formula(r["path"]) for r in rows] == paths
     assert [r["label"] for r in rows] == [truth[p] for p in paths[:19]] + [""]
 
-    named = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--labels", str(downloaded)])
+    # --images: the answers' paths must name the right images (an unescaped '=… would be refused)
+    named = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--labels", str(downloaded), "--images", str(flat),
+                                     "--cache-dir", str(tmp_path / "cache")])
     assert named.exit_code == 0, named.output
     frame = load_model(tmp_path / "fit").score(flat)
     assert (frame["label"] == [truth[p] for p in frame["path"]]).mean() > 0.9

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from matplotlib.path import Path as Polygon
 
+from facecluster.csv_cells import escape_formula, unescape_formula
 from facecluster.pipeline import run
 from facecluster.report.browser import (
     CHROMIUM,
@@ -29,6 +30,7 @@ from facecluster.report.browser import (
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 from tests.conftest import image_rows, make_dataset
+from tests.unit.test_csv_cells import HOSTILE as FORMULAS
 
 pytestmark = [
     pytest.mark.e2e,
@@ -42,6 +44,7 @@ HOSTILE_NESTED = "x</script><script>alert(2)</script>.jpg"  # folders "x<" and "
 # Method names cannot carry markup: config refuses anything but letters, digits, "-", "_", "." (they
 # name figure files); tests/robustness covers that refusal. This one still checks names show as given.
 HOSTILE_METHOD = "birch.v2-k_3"
+FORMULA = '=HYPERLINK("x","click").jpg'  # a spreadsheet would run it: the selection CSV holds '=HYPERLINK(…
 PER_CLASS = {"train": {"real": 12, "fake": 12}, "valid": {"real": 6, "fake": 6}}
 METHODS = {"meanshift": {"algorithm": "meanshift", "params": {"quantile": 0.2}},
            HOSTILE_METHOD: {"algorithm": "birch", "params": {"n_clusters": 3, "threshold": 0.08}}}
@@ -82,7 +85,7 @@ def unlabelled_run(tmp_path_factory, feature_store) -> Path:
     flat = base / "data"
     flat.mkdir()
     for k, image in enumerate(sorted(nested.rglob("*.jpg"))):
-        shutil.move(image, flat / f"face_{k:03d}.jpg")
+        shutil.move(image, flat / (FORMULA if k == 0 else f"face_{k:03d}.jpg"))
     shutil.rmtree(nested)
     return _run(tmp_path_factory, flat, base / "run", feature_store)
 
@@ -208,7 +211,8 @@ def _check_selection(page, results: dict, images: list[dict], paths: list[str], 
     rows = _download_rows(page)
     names = list(results["methods"])
     assert list(rows[0]) == ["path", "split", "given_label", "label"] + [f"cluster_{m}" for m in names] + ["score"]
-    assert [row["path"] for row in rows] == [paths[i] for i in selected]
+    assert [row["path"] for row in rows] == [escape_formula(paths[i]) for i in selected]
+    rows = [{**row, "path": unescape_formula(row["path"])} for row in rows]
     by_path = {entry["path"]: entry for entry in images}
     method = results["scoring"]["method"]
     for row in rows:
@@ -297,6 +301,10 @@ def test_unlabelled_run_shows_scores_as_absent_never_zero(unlabelled_run):
         _drag(page, [tuple(xy.min(axis=0) - 8), tuple(xy.max(axis=0) + 8)])
         assert _selected(page) == list(range(len(paths)))
         rows = _download_rows(page)
-        assert sorted(row["path"] for row in rows) == sorted(paths)
+        assert FORMULA in paths and "'" + FORMULA in [row["path"] for row in rows]  # escaped as csv_cells escapes
+        assert sorted(row["path"] for row in rows) == sorted(escape_formula(p) for p in paths)
         assert {(row["given_label"], row["score"]) for row in rows} == {("", "")}
+        # the page's CSV cells follow facecluster.csv_cells' rule (one JS file, csv_cell.js, for both pages)
+        cells = page.evaluate("texts => texts.map(window.facecluster.csvCell)", FORMULAS)
     assert not errors, errors
+    assert [next(csv.reader([cell])) for cell in cells] == [[escape_formula(text)] for text in FORMULAS]

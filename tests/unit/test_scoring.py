@@ -341,10 +341,16 @@ def test_answers_teach_a_linear_classifier_that_is_saved_as_data_and_scores_new_
     table.to_csv(tmp_path / "labels.csv", index=False)
     lone = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--images", str(tmp_path / "flat")])
     assert lone.exit_code == 2 and "--images goes with --labels" in lone.output
+    import facecluster.scoring
+
+    reads = []
+    monkeypatch.setattr(facecluster.scoring, "read_answers",
+                        lambda path, read=facecluster.scoring.read_answers: reads.append(path) or read(path))
     named = CliRunner().invoke(app, ["name", str(tmp_path / "fit"), "--labels", str(tmp_path / "labels.csv"),
                                      "--images", str(tmp_path / "flat"), "--cache-dir", str(store.root)])
     assert named.exit_code == 0, named.output
     assert "learnt the method 'answers'" in named.output
+    assert reads == [tmp_path / "labels.csv"]  # the answers are read once: method, names and classifier share them
 
     fitted = load_model(tmp_path / "fit")  # read back from disk: the classifier is data in the bundle
     assert isinstance(fitted.model.answers_, AnswersClassifier) and fitted.model.answers_.n_answers_ == 8
@@ -385,3 +391,32 @@ def test_the_answers_classifier_learns_from_labelled_rows_only_and_needs_both_cl
     assert np.allclose(proba[:2].sum(axis=1), 1) and np.isnan(proba[2]).all()
     with pytest.raises(ValueError, match="at least one real and one fake"):
         AnswersClassifier().fit(X[:20], y[:20])
+
+
+def test_a_scored_label_folder_is_all_new_data_and_its_report_says_scored_with_the_model(tmp_path, tiny_extractor,
+                                                                                        store):
+    data = make_dataset(tmp_path / "data", {"train": {"real": 12, "fake": 12}, "valid": {"real": 4, "fake": 4}})
+    fitted = run(data, _config(), tmp_path / "fit", store=store, engine=LocalEngine(workers=0), progress=False)
+    new = make_dataset(tmp_path / "new", {".": {"real": 10, "fake": 10}}, seed=1)  # real/ and fake/, no splits
+    scored = score_folder(new, tmp_path / "fit", tmp_path / "score", store=store, engine=LocalEngine(workers=0),
+                          progress=False)
+    # not split 70/30 as for fitting: the model saw none of it, so every labelled image is evaluated
+    assert scored["dataset"]["split_source"] == "new-data"
+    assert scored["dataset"]["counts"] == {"test": {"real": 10, "fake": 10}}
+    for method in scored["methods"].values():
+        assert list(method["scores"]) == ["test"]
+        assert method["scores"]["test"]["n"] == 20
+    assert set(pd.read_parquet(tmp_path / "score" / "scores.parquet")["split"]) == {"test"}
+    assert set(load_model(tmp_path / "fit").score(new, store=store, engine=LocalEngine(workers=0))["split"]) == {"test"}
+    only_test = make_dataset(tmp_path / "held", {"test": {"real": 3, "fake": 3}}, seed=2)  # no train: fine to score
+    assert score_folder(only_test, tmp_path / "fit", tmp_path / "score-held", store=store,
+                        engine=LocalEngine(workers=0), progress=False)["dataset"]["counts"]["test"]["fake"] == 3
+
+    page = (tmp_path / "score" / "report.html").read_text(encoding="utf-8")
+    model = scored["model"]["folder"]
+    assert f"<title>facecluster score: {new} scored with model {model}</title>" in page
+    assert f"<h1><code>{new}</code> scored with model <code>{model}</code></h1>" in page
+    assert "fitted on train" not in page and "every image is new data for the model" in page
+    fit_page = (tmp_path / "fit" / "report.html").read_text(encoding="utf-8")
+    assert f"<h1>Clusters of <code>{data}</code></h1>" in fit_page and "fitted on train" in fit_page
+    assert fitted["dataset"]["split_source"] == "folders"

@@ -191,6 +191,8 @@ def report_context(run_dir: Path, results: dict, table, thumbs: list[str | None]
     reduce = results.get("reduce", {})
     return {
         "results": results,
+        # `facecluster score`: the folder of the saved model whose clusters the images were assigned to
+        "scored_with": (results.get("model") or {}).get("folder") if results.get("kind") == "score" else None,
         "notes": notes,
         "splits": splits,
         "labels": labels,

@@ -55,12 +55,8 @@ window.facecluster.selection = (function () {
   const button = document.getElementById("fc-download");
   const count = document.getElementById("fc-selected");
   const spec = document.getElementById("fc-selection-columns");
+  const cell = window.facecluster.csvCell;  // csv_cell.js: quoted, and never a spreadsheet formula
   let indices = [];
-
-  function cell(value) {
-    const text = value === null || value === undefined ? "" : String(value);
-    return /[",\r\n]/.test(text) || text !== text.trim() ? '"' + text.replace(/"/g, '""') + '"' : text;
-  }
 
   function points() {
     return Bokeh.documents[0].get_model_by_name("points").data;
