@@ -146,7 +146,7 @@ _FACEDETECT_CNN = "_Z14facedetect_cnnPhS_iii"
 
 
 class FaceDetectCNN:
-    """libfacedetection's ``facedetect_cnn``, called through ctypes into a result buffer this object frees.
+    """libfacedetection's ``facedetect_cnn``, called through ctypes into a result buffer freed after each call.
 
     ``yuface.yuface.detect`` (2023.5.1) mallocs a `YUNET_RESULT_BYTES` (36 KiB) result buffer on
     every call and never frees it, so an extraction worker grew by 36 KiB per image (1.4 GB per
@@ -157,7 +157,6 @@ class FaceDetectCNN:
     def __init__(self, library_path: str):
         import ctypes
 
-        self._ctypes = ctypes
         function = getattr(ctypes.CDLL(library_path), _FACEDETECT_CNN)
         function.restype = ctypes.c_void_p
         function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
