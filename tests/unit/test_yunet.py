@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facecluster.config import FacesConfig
-from facecluster.faces import YuNetDetector, crop_face, locate_face, make_detector
+from facecluster.faces import FaceDetectCNN, YuNetDetector, crop_face, locate_face, make_detector
 from facecluster.images import decode_rgb, read_bytes
 
 pytest.importorskip("yuface", reason="the yunet detector needs the yuface package (facecluster[yunet])")
@@ -72,6 +72,22 @@ def test_blank_images_give_no_face_and_a_centre_crop(detector, shape):
     record = locate_face(rgb, detector, config)
     assert record[0] == 0
     assert crop_face(rgb, record, config.margin, config.size).shape == (160, 160, 3)
+
+
+def test_the_native_call_gives_the_rows_yuface_gives(dev_dataset, detector):
+    """The detector calls libfacedetection itself (yuface's detect leaks its result buffer): same faces."""
+    from yuface import yuface as native
+
+    assert isinstance(detector._detect, FaceDetectCNN)
+    images = [dev_image(dev_dataset, name)[:, :, ::-1] for name in DEV_IMAGES]
+    images = [np.ascontiguousarray(bgr) for bgr in images] + [np.ascontiguousarray(bgr[::4, ::4]) for bgr in images]
+    images += [np.full(shape, 128, dtype=np.uint8) for shape in [(300, 300, 3), (1, 1, 3), (40, 700, 3)]]
+    for bgr in images:
+        ours, theirs = detector._detect(bgr), native.detect(bgr)
+        assert ours.dtype == theirs.dtype == np.int16 and ours.shape == theirs.shape, bgr.shape
+        # Columns 0-14 are the face; the 16th is unused (uninitialised in yuface's buffer).
+        assert np.array_equal(ours[:, :15], theirs[:, :15]), bgr.shape
+    assert len(detector._detect(images[0])) >= 1
 
 
 def test_each_detector_has_its_own_default_confidence():
