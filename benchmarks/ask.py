@@ -8,7 +8,9 @@ and the model scores the folder (`FittedModel.score`). Scored on the images nobo
 balanced accuracy of the predicted label and ROC AUC of the synthetic score, and on the ones whose
 origin is the dataset's valid split.
 
-Beside it, the other use of the same answers, ``facecluster name --labels … --images …``: the
+Beside it, two other uses of the same answers: re-fitting the preset on the folder with the
+answers as its only labels (``facecluster fit FOLDER --labels answers.csv``: they choose among its
+restarts and name the clusters), and ``facecluster name --labels … --images …``: the
 method ``answers``, a class-balanced logistic regression (C = 0.1) on the model's reduced
 features of the k answered images (`FaceModel.fit_answers`), applied to the rest; and both
 again with k random answers (``--seeds``). The reference row uses every train-origin label for
@@ -94,6 +96,14 @@ def main() -> None:
                 table = load_model(model).score(tmp / "flat", name, store=store, engine=engine).set_index("path")
                 out[key] = scored_on_rest(truth, asked, table["label"], table["score"])
             shutil.rmtree(model)
+            # The third use: re-fit on the folder with the answers as its only labels; they choose among
+            # the preset's restarts (the train-only criterion on the answered rows) and name its clusters.
+            config = build_config("recommended", {"dataset": {"labels": str(tmp / f"{tag}.csv")}})
+            refit = run(tmp / "flat", config, tmp / f"refit-{tag}", store=store, engine=engine, progress=False)
+            table = load_model(tmp / f"refit-{tag}").score(tmp / "flat", store=store, engine=engine).set_index("path")
+            out["refit"] = {**scored_on_rest(truth, asked, table["label"], table["score"]),
+                            "chosen_seed": refit["restarts"]["chosen_seed"]}
+            shutil.rmtree(tmp / f"refit-{tag}")
             return out
 
         for k in ks:
@@ -118,8 +128,8 @@ def main() -> None:
         results["all_train_labels"] = everyone
         rows.append(_row(everyone))
     path = write_results("ask", results)
-    print_table(["k", "chosen", "fakes", "named clusters: bal. acc", "AUC", "method answers: bal. acc", "AUC"],
-                rows)
+    print_table(["k", "chosen", "fakes", "named clusters: bal. acc", "AUC", "method answers: bal. acc", "AUC",
+                 "re-fit, answers choose: bal. acc", "AUC", "seed"], rows)
     print(f"\n{path}")
 
 
@@ -130,9 +140,10 @@ def clusters_of(applied, paths: list[str], asked: list[str]) -> dict[str, np.nda
 
 
 def _row(point: dict) -> list:
-    named, linear = point["clusters_named"], point["answers"]
+    named, linear, refit = point["clusters_named"], point["answers"], point["refit"]
     return [point["k"], point["strategy"], point["fakes_asked"], named["balanced_accuracy"], named["roc_auc"],
-            linear["balanced_accuracy"], linear["roc_auc"]]
+            linear["balanced_accuracy"], linear["roc_auc"], refit["balanced_accuracy"], refit["roc_auc"],
+            refit["chosen_seed"]]
 
 
 if __name__ == "__main__":
