@@ -322,7 +322,9 @@ def ask(
         page = write_ask_page(out, table, [scored.dataset.samples[i] for i in chosen],
                               scored.extraction.records[chosen], faces.margin, faces.crop, str(data), store=store)
         _say(f"label these {len(table)} images: {display_name(page)} (or fill the label column of "
-             f"{display_name(out / 'ask.csv')}), then: facecluster name {display_name(model)} --labels labels.csv")
+             f"{display_name(out / 'ask.csv')}), then: facecluster name {display_name(model)} --labels labels.csv "
+             f"--images {display_name(data)} (or re-fit, the answers choosing the fit: facecluster fit "
+             f"{display_name(data)} --labels labels.csv --out NEW)")
 
 
 @app.command()

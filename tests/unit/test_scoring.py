@@ -304,6 +304,20 @@ def test_ask_chooses_train_images_to_label_and_their_answers_name_the_clusters(t
     frame = fitted.score(tmp_path / "flat", store=store, engine=LocalEngine(workers=0))
     accuracy = np.mean([label == truth[path] for path, label in zip(frame["path"], frame["label"])])
     assert accuracy > 0.9  # 6 chosen answers named the clusters of 24 images
+    assert f"facecluster fit {tmp_path / 'flat'} --labels labels.csv" in " ".join(asked.output.split())
+
+    # the other way the hint names: re-fit on the folder, the answers its only labels, choosing the restart
+    # (the criterion needs two answers of each label: three of each here, from the truth)
+    answers = [p for p in sorted(truth) if truth[p] == "real"][:3] + [p for p in sorted(truth) if truth[p] == "fake"][:3]
+    pd.DataFrame({"path": answers, "label": [truth[p] for p in answers]}).to_csv(tmp_path / "six.csv", index=False)
+    config = _config(labels=str(tmp_path / "six.csv"))
+    config.evaluation.restarts = 3
+    refit = run(tmp_path / "flat", config, tmp_path / "refit", store=store, engine=LocalEngine(workers=0),
+                progress=False)
+    assert refit["restarts"]["seeds"] == [config.seed, config.seed + 1, config.seed + 2]
+    assert all(c is not None for c in refit["restarts"]["criterion"])  # computed on the six answered rows
+    given = pd.read_csv(tmp_path / "refit" / "scores.csv", dtype=str, keep_default_na=False)
+    assert sorted(given.loc[given["given_label"] != "", "path"]) == sorted(answers)  # only the answers are labels
 
     too_many = CliRunner().invoke(app, ["ask", str(tmp_path / "flat"), "--model", str(tmp_path / "fit"),
                                         "--out", str(tmp_path / "ask3"), "-k", "99", *cache])
