@@ -49,6 +49,7 @@ Workers = Annotated[Optional[int], typer.Option(min=0, help="Processes for decod
 EngineName = Annotated[str, typer.Option(help="Where extraction runs: 'local' or 'ray' (pip install facecluster\\[ray]).")]
 Address = Annotated[Optional[str], typer.Option(help="Ray cluster to join with --engine ray: 'auto' or ray://host:port.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+ModelOption = Annotated[Path, typer.Option("--model", "-m", help="A model folder, or the folder `fit`/`run` wrote.")]
 
 
 # typer's Exit and Abort are their own classes (RuntimeError subclasses), not click's.
@@ -262,7 +263,7 @@ def fit(
 @app.command()
 def score(
     data: Data,
-    model: Annotated[Path, typer.Option("--model", "-m", help="A model folder, or the folder `fit`/`run` wrote.")],
+    model: ModelOption,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for scores.csv, scores.parquet, results.json "
                                                          "and report.html.")],
     method: Annotated[Optional[str], typer.Option(help="The model's method to score with (default: its best by "
@@ -298,7 +299,7 @@ def score(
 @app.command()
 def ask(
     data: Data,
-    model: Annotated[Path, typer.Option("--model", "-m", help="A model folder, or the folder `fit`/`run` wrote.")],
+    model: ModelOption,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ask.csv and the labelling page ask.html.")],
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="How many images to ask a person to label.")] = 32,
     strategy: Annotated[str, typer.Option(help="After each cluster's medoid: 'typical' (medoids of k cells: the "
