@@ -162,6 +162,26 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def labelled_features(data: Path, config, extractor=None, store=None):
+    """Every image of ``data`` through `config`'s faces and ``extractor`` (default: its own), from ``store``.
+
+    Returns the extraction, the extractor, and per image its label, split and whether it is usable.
+    """
+    from facecluster.engines.local import LocalEngine
+    from facecluster.features import make_extractor
+    from facecluster.pipeline import USABLE
+    from facecluster.store import FeatureStore
+
+    dataset = discover(data, config.dataset)
+    extractor = extractor if extractor is not None else make_extractor(config.features)
+    extraction = LocalEngine().extract(dataset.samples, config.faces, extractor, store or FeatureStore(),
+                                       progress=False)
+    labels = np.array([s.label for s in dataset.samples], dtype=object)
+    splits = np.array([s.split for s in dataset.samples], dtype=object)
+    usable = np.array([s in USABLE for s in extraction.status])
+    return extraction, extractor, labels, splits, usable
+
+
 def write_results(name: str, payload: dict) -> Path:
     """Write ``benchmarks/results/<name>-<time>.json`` and return its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)

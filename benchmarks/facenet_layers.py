@@ -20,19 +20,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, print_table, write_results
+from _common import REPO, labelled_features, print_table, write_results
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from facecluster.dataset import discover
-from facecluster.engines.local import LocalEngine
 from facecluster.features.facenet_model import standardize, verify_shipped_graph
 from facecluster.features.tf2onnx import convert_frozen_graph
-from facecluster.pipeline import USABLE
 from facecluster.resolve import build_config
-from facecluster.store import FeatureStore
 
 FFHQ = REPO.parent / "shared" / "datasets" / "faces-ffhq"
 LAYERS = {"conv 2b (77×77×64)": "InceptionResnetV1/Conv2d_2b_3x3/Relu",
@@ -88,13 +84,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / "facenet-layers.onnx"
         convert_frozen_graph(verify_shipped_graph(), onnx_path, outputs=["bottleneck", *LAYERS.values()])
-        extractor = LayerStatistics(onnx_path)
-        config = build_config("recommended")
-        dataset = discover(args.data, config.dataset)
-        extraction = LocalEngine().extract(dataset.samples, config.faces, extractor, FeatureStore(), progress=False)
-    splits = np.array([s.split for s in dataset.samples], dtype=object)
-    y = np.array([s.label == "fake" for s in dataset.samples])
-    usable = np.array([s in USABLE for s in extraction.status])
+        extraction, extractor, labels, splits, usable = labelled_features(
+            args.data, build_config("recommended"), LayerStatistics(onnx_path))
+    y = labels == "fake"
     train, valid = usable & (splits == "train"), usable & (splits != "train")
     edges = np.cumsum([0, *extractor.widths])
     names = ["bottleneck (1792)", *LAYERS]

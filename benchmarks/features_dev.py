@@ -25,17 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from _common import labelled_features
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from facecluster.dataset import discover
 from facecluster.engines.local import LocalEngine
-from facecluster.features import make_extractor
 from facecluster.features.combine import FamilyStandardizer
-from facecluster.pipeline import USABLE, run
+from facecluster.pipeline import run
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 
@@ -50,12 +48,7 @@ METHODS = {
 
 def ceiling(data: Path, config, store: FeatureStore) -> float:
     """Validation balanced accuracy of a logistic regression on the standardised features (train-fitted)."""
-    dataset = discover(data, config.dataset)
-    extractor = make_extractor(config.features)
-    extraction = LocalEngine().extract(dataset.samples, config.faces, extractor, store, progress=False)
-    usable = np.array([s in USABLE for s in extraction.status])
-    splits = np.array([s.split for s in dataset.samples])
-    labels = np.array([s.label for s in dataset.samples])
+    extraction, extractor, labels, splits, usable = labelled_features(data, config, store=store)
     train, valid = usable & (splits == "train"), usable & (splits != "train")
     scaler = FamilyStandardizer(extractor.blocks) if hasattr(extractor, "blocks") else StandardScaler()
     model = make_pipeline(scaler, LogisticRegression(max_iter=5000, class_weight="balanced", C=0.1))

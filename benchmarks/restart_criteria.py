@@ -21,16 +21,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _common import REPO, print_table, write_results
+from _common import REPO, labelled_features, print_table, write_results
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from facecluster.dataset import discover
-from facecluster.engines.local import LocalEngine
-from facecluster.features import make_extractor
 from facecluster.model import fit_and_evaluate
-from facecluster.pipeline import USABLE
 from facecluster.resolve import build_config
-from facecluster.store import FeatureStore
 
 FFHQ = REPO.parent / "shared" / "datasets" / "faces-ffhq"
 CRITERIA = ("labelled_cv_criterion", "log_likelihood", "silhouette", "consensus_ari")
@@ -42,12 +37,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=12)
     args = parser.parse_args()
     config = build_config("recommended", {"evaluation": {"restarts": 1}})
-    dataset = discover(args.data, config.dataset)
-    extractor = make_extractor(config.features)
-    extraction = LocalEngine().extract(dataset.samples, config.faces, extractor, FeatureStore(), progress=False)
-    labels = np.array([s.label for s in dataset.samples], dtype=object)
-    splits = np.array([s.split for s in dataset.samples], dtype=object)
-    train = np.array([s in USABLE for s in extraction.status]) & (splits == "train")
+    extraction, extractor, labels, splits, usable = labelled_features(args.data, config)
+    train = usable & (splits == "train")
     rows, assignments = [], []
     for seed in range(args.seeds):
         model, evaluation = fit_and_evaluate(extraction.features, extraction.status, labels, splits,
