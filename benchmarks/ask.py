@@ -100,7 +100,7 @@ def main() -> None:
             # the preset's restarts (the train-only criterion on the answered rows) and name its clusters.
             config = build_config("recommended", {"dataset": {"labels": str(tmp / f"{tag}.csv")}})
             refit = run(tmp / "flat", config, tmp / f"refit-{tag}", store=store, engine=engine, progress=False)
-            table = load_model(tmp / f"refit-{tag}").score(tmp / "flat", store=store, engine=engine).set_index("path")
+            table = pd.read_parquet(tmp / f"refit-{tag}" / "scores.parquet").set_index("path")  # the re-fit scored every image
             out["refit"] = {**scored_on_rest(truth, asked, table["label"], table["score"]),
                             "chosen_seed": refit["restarts"]["chosen_seed"]}
             shutil.rmtree(tmp / f"refit-{tag}")
