@@ -115,3 +115,16 @@ def image_rows(out: Path) -> list[dict]:
     from facecluster.image_table import load_image_table, table_entries
 
     return table_entries(load_image_table(out))
+
+
+def four_blobs(n: int = 400, n_train: int = 300):
+    """Features of four Gaussian blobs in 3-D whose label is one blob against the other three, so a
+    GMM's seeds land in different optima and the ones that split that blob off score best.
+    Returns features, labels and splits (the first ``n_train`` rows train, the rest valid)."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0, 0], [4, 0, 0], [0, 4, 0], [4, 4, 0]], dtype=float)
+    blob = rng.integers(4, size=n)
+    features = (centres[blob] + rng.normal(scale=1.4, size=(n, 3))).astype(np.float32)
+    labels = np.where(blob == 0, "fake", "real").astype(object)
+    splits = np.where(np.arange(n) < n_train, "train", "valid").astype(object)
+    return features, labels, splits

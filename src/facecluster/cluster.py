@@ -310,6 +310,20 @@ CLUSTERERS: dict[str, Callable[..., Any]] = {
 }
 
 
+# The algorithms that take a seed (``random_state``).
+SEEDED = {"kmeans", "minibatch-kmeans", "gmm", "spectral", "meanshift", "minibatch-kmeans-stream",
+          "meanshift-stream", "refine"}
+
+
+def depends_on_seed(algorithm: str, params: dict[str, Any] | None = None) -> bool:
+    """Whether another seed can give other clusters: random initialisation (k-means, GMM, spectral,
+    refine, the streaming Mean-Shift's reservoir) or, for Mean-Shift, a subsample (``n_samples``) to
+    estimate the bandwidth from."""
+    if algorithm == "meanshift":
+        return (params or {}).get("n_samples") is not None
+    return algorithm in SEEDED
+
+
 def make_clusterer(algorithm: str, params: dict[str, Any] | None = None, seed: int = 0):
     """Build the estimator registered as ``algorithm`` with ``params``.
 
@@ -323,9 +337,7 @@ def make_clusterer(algorithm: str, params: dict[str, Any] | None = None, seed: i
     params = dict(params or {})
     if params.get("n_clusters") == "auto":
         return _auto_k(algorithm, params, seed)
-    seeded = {"kmeans", "minibatch-kmeans", "gmm", "spectral", "meanshift", "minibatch-kmeans-stream",
-              "meanshift-stream", "refine"}
-    if algorithm in seeded:
+    if algorithm in SEEDED:
         params.setdefault("random_state", seed)
     try:
         return CLUSTERERS[algorithm](**params)

@@ -187,7 +187,8 @@ class EvaluationConfig(_Strict):
         1, ge=1, le=100,
         description="`run`/`fit`: fit with this many seeds (seed, seed+1, …) and keep the one whose best method has "
                     "the best train-only criterion (cross-validated mapping on train labels); without train labels "
-                    "the first. Clusterers with local optima (GMM, k-means) land in different ones by seed.",
+                    "the first. Clusterers with local optima (GMM, k-means) land in different ones by seed; "
+                    "methods that do not depend on a seed are fitted once. `sweep` does the same per method.",
     )
 
 

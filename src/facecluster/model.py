@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from facecluster.cluster import n_clusters_of
+from facecluster.cluster import depends_on_seed, n_clusters_of
 from facecluster.config import RESERVED_METHOD, MethodConfig, ReduceConfig
 from facecluster.errors import ModelError
 from facecluster.evaluate import apply_mapping, cluster_summary, labelled_rows, silhouette
@@ -398,7 +398,9 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
     With ``restarts`` > 1 the model is fitted with the seeds ``seed, seed + 1, …`` and the one kept
     is the one whose best method has the best train-only criterion (the cross-validated mapping's
     balanced accuracy on train labels; ties and label-free fits: the first seed). Validation
-    labels are never read to choose. ``evaluation["restarts"]`` records each seed's criterion.
+    labels are never read to choose. ``evaluation["restarts"]`` records each seed's criterion. When
+    no method depends on its seed (`cluster.depends_on_seed`: Mean-Shift, BIRCH, HDBSCAN,
+    agglomerative) there is one fit.
 
     The one evaluation behind `run`, `sweep` and the audit. Rows with an unusable status or a
     non-finite feature take no part and get no cluster (``usable`` says which).
@@ -422,15 +424,18 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
                           **(model_params or {}))
         reduced, clusters = model.fit_rows(features, usable, train, record_errors=record_errors)
         model.name_clusters(clusters, labels, train & labelled, reduced)
-        criteria = [cross_validated_mapping_score(clusters[name][train & labelled], labels[train & labelled],
-                                                  seed=fit_seed, naming=naming) for name in model.clusterers_]
-        criteria = [c for c in criteria if c is not None]
-        return model, reduced, clusters, (max(criteria) if criteria else None)
+        criteria = {name: cross_validated_mapping_score(clusters[name][train & labelled], labels[train & labelled],
+                                                        seed=fit_seed, naming=naming) for name in model.clusterers_}
+        known = [c for c in criteria.values() if c is not None]
+        return model, reduced, clusters, criteria, (max(known) if known else None)
 
+    if not any(depends_on_seed(m.algorithm, m.params) for m in methods.values()):
+        restarts = 1  # every seed would give the same clusters
     tried = [(seed + r, *fit_once(seed + r)) for r in range(max(1, restarts))]
-    best = max(range(len(tried)), key=lambda r: (tried[r][4] if tried[r][4] is not None else -1.0, -r))
-    seed, model, reduced, clusters, _ = tried[best]
-    restart_record = {"seeds": [t[0] for t in tried], "criterion": [t[4] for t in tried], "chosen_seed": seed}
+    scores = [-1.0 if t[5] is None else t[5] for t in tried]
+    best = scores.index(max(scores))  # ties: the first seed
+    seed, model, reduced, clusters, cv_criteria, _ = tried[best]
+    restart_record = {"seeds": [t[0] for t in tried], "criterion": [t[5] for t in tried], "chosen_seed": seed}
     del tried
     results: dict[str, Any] = {}
     synthetic: dict[str, np.ndarray] = {}
@@ -449,8 +454,7 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
             "bandwidth": getattr(fitted, "bandwidth_", None),
             "train_criteria": {
                 "silhouette": silhouette(reduced[train], assigned[train], seed=seed),
-                "cv_mapping_balanced_accuracy": cross_validated_mapping_score(
-                    assigned[train & labelled], labels[train & labelled], seed=seed, naming=naming),
+                "cv_mapping_balanced_accuracy": cv_criteria.get(name),
             },
             "seconds": round(model.fit_seconds_[name] + time.perf_counter() - started, 4),
         }

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from facecluster.cluster import depends_on_seed
 from facecluster.config import Config, FacesConfig, MethodConfig, ReduceConfig, dump_config, read_toml
 from facecluster.dataset import Dataset
 from facecluster.errors import ConfigError
@@ -199,6 +200,20 @@ def _spearman(a: list[float], b: list[float]) -> float | None:
     return None if not np.isfinite(value) else float(value)
 
 
+def restart_groups(variants: list[tuple[str, str, dict]], restarts: int) -> list[tuple[list[int], int]]:
+    """Which variants are fitted together, and with how many restarts.
+
+    With ``restarts`` > 1 each variant whose clusters depend on the seed is fitted on its own, so
+    that it keeps its own best seed (as `facecluster run` with that one method would); the others
+    share one fit. With one restart, one fit for all.
+    """
+    if restarts <= 1:
+        return [(list(range(len(variants))), 1)]
+    seeded = [i for i, (_, algorithm, params) in enumerate(variants) if depends_on_seed(algorithm, params)]
+    fixed = [i for i in range(len(variants)) if i not in seeded]
+    return ([(fixed, 1)] if fixed else []) + [([i], restarts) for i in seeded]
+
+
 def _rows_of(evaluation: dict, variants: list[tuple[str, str, dict]], reduce_cfg: ReduceConfig,
              features_name: str, crop: str) -> list[dict]:
     """One leaderboard row per method variant, from the one evaluation (`model.fit_and_evaluate`)."""
@@ -221,6 +236,8 @@ def _rows_of(evaluation: dict, variants: list[tuple[str, str, dict]], reduce_cfg
                 row[split] = {k: scored[k] for k in ("balanced_accuracy", "accuracy", "ari", "nmi", "purity", "ci")
                               if k in scored}
         row["seconds"] = result["seconds"]
+        if "chosen_seed" in result:
+            row["seed"] = result["chosen_seed"]
         rows.append(row)
     return rows
 
@@ -281,15 +298,21 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
             if reduce_cfg.n_components is not None and reduce_cfg.n_components >= extraction.features.shape[1]:
                 continue  # same as "none"
             variants = grid.method_variants()
-            methods = {str(i): MethodConfig(algorithm=a, params=p) for i, (_, a, p) in enumerate(variants)}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _, evaluation = fit_and_evaluate(extraction.features, extraction.status, labels, splits,
-                                                 reduce=reduce_cfg, methods=methods, seed=grid.base.seed,
-                                                 naming=grid.base.evaluation.naming,
-                                                 blocks=getattr(extractor, "blocks", None),
-                                                 n_resamples=grid.bootstrap_resamples, record_errors=True)
-            for row in _rows_of(evaluation, variants, reduce_cfg, features_name, crop):
+            results: dict[str, dict] = {}
+            for group, restarts in restart_groups(variants, grid.base.evaluation.restarts):
+                methods = {str(i): MethodConfig(algorithm=variants[i][1], params=variants[i][2]) for i in group}
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    _, evaluation = fit_and_evaluate(extraction.features, extraction.status, labels, splits,
+                                                     reduce=reduce_cfg, methods=methods, seed=grid.base.seed,
+                                                     naming=grid.base.evaluation.naming,
+                                                     blocks=getattr(extractor, "blocks", None),
+                                                     n_resamples=grid.bootstrap_resamples, record_errors=True,
+                                                     restarts=restarts)
+                results.update({key: {**result, "chosen_seed": evaluation["restarts"]["chosen_seed"]}
+                                for key, result in evaluation["methods"].items()})
+            for row in _rows_of({"methods": {str(i): results[str(i)] for i in range(len(variants))}},
+                                variants, reduce_cfg, features_name, crop):
                 row["id"] = _label(row)
                 row["supervised"] = ceiling
                 rows.append(row)

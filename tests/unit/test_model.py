@@ -22,7 +22,7 @@ from facecluster.records import USABLE
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
 from facecluster.sweep import Grid, sweep
-from tests.conftest import TinyColourFeatures, image_rows
+from tests.conftest import TinyColourFeatures, four_blobs, image_rows
 
 # One parameter set per registered clusterer, small enough for 120 points.
 PARAMS = {
@@ -227,13 +227,8 @@ def test_fit_never_sees_labels_and_a_manual_mapping_wins():
 
 
 def test_restarts_keep_the_seed_with_the_best_train_criterion_and_never_read_validation_labels():
-    rng = np.random.default_rng(0)
-    # four blobs; the label is one blob against the other three, so seeds that split it off score best
-    centres = np.array([[0, 0, 0], [4, 0, 0], [0, 4, 0], [4, 4, 0]], dtype=float)
-    blob = rng.integers(4, size=400)
-    X = (centres[blob] + rng.normal(scale=1.4, size=(400, 3))).astype(np.float32)
-    labels = np.where(blob == 0, "fake", "real").astype(object)
-    splits = np.where(np.arange(400) < 300, "train", "valid").astype(object)
+    X, labels, splits = four_blobs()
+    rng = np.random.default_rng(1)
     status = ["ok"] * 400
     methods = {"gmm": MethodConfig(algorithm="gmm", params={"n_clusters": 2})}
     kwargs = dict(reduce=ReduceConfig(standardize=True, n_components=2), methods=methods, naming="enrichment",
@@ -253,3 +248,18 @@ def test_restarts_keep_the_seed_with_the_best_train_criterion_and_never_read_val
     assert free["restarts"]["criterion"] == [None, None, None] and free["restarts"]["chosen_seed"] == 0
     one, single = fit_and_evaluate(X, status, labels, splits, **kwargs)
     assert single["restarts"]["seeds"] == [0] and one.seed == 0
+
+
+def test_restarts_fit_once_when_no_method_depends_on_its_seed():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 4)).astype(np.float32)
+    labels = np.array(["real", "fake"] * 60, dtype=object)
+    splits = np.where(np.arange(120) < 90, "train", "valid").astype(object)
+    kwargs = dict(reduce=ReduceConfig(n_components=2), naming="enrichment", n_resamples=0, restarts=5)
+    fixed = {"birch": MethodConfig(algorithm="birch", params={"n_clusters": 2, "threshold": 0.1}),
+             "meanshift": MethodConfig(algorithm="meanshift", params={"quantile": 0.3})}
+    _, evaluation = fit_and_evaluate(X, ["ok"] * 120, labels, splits, methods=fixed, **kwargs)
+    assert evaluation["restarts"]["seeds"] == [0]
+    subsampled = {"meanshift": MethodConfig(algorithm="meanshift", params={"quantile": 0.3, "n_samples": 50})}
+    _, evaluation = fit_and_evaluate(X, ["ok"] * 120, labels, splits, methods=subsampled, **kwargs)
+    assert evaluation["restarts"]["seeds"] == [0, 1, 2, 3, 4]

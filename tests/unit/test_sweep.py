@@ -7,14 +7,13 @@ import pytest
 from typer.testing import CliRunner
 
 from facecluster.cli import app
-from facecluster.config import FacesConfig
 from facecluster.dataset import discover
 from facecluster.engines.local import LocalEngine
 from facecluster.errors import ConfigError
 from facecluster.resolve import build_config, load_config
 from facecluster.store import FeatureStore
-from facecluster.sweep import Grid, sweep, write_outputs
-from tests.conftest import csv_rows, make_dataset, write_csv
+from facecluster.sweep import Grid, sweep
+from tests.conftest import csv_rows, four_blobs, make_dataset, write_csv
 
 GRID = """
 [faces]
@@ -161,3 +160,43 @@ def test_example_grid_parses_and_unknown_families_are_recorded_not_fatal(tiny_da
     result = _sweep(tiny_dataset, grid, tmp_path)
     assert result["best"] is None and result["leaderboard"] == []
     assert "no-such-family" in result["families"][0]["skipped"]
+
+
+def test_with_restarts_each_seeded_variant_keeps_its_own_best_seed_as_run_would(tiny_extractor):
+    from types import SimpleNamespace
+
+    from facecluster.config import MethodConfig, ReduceConfig
+    from facecluster.model import fit_and_evaluate
+    from facecluster.sweep import restart_groups
+
+    variants = [("birch", "birch", {"n_clusters": 2}), ("gmm", "gmm", {"n_clusters": 2}),
+                ("gmm", "gmm", {"n_clusters": 4}), ("meanshift", "meanshift", {"quantile": 0.3})]
+    assert restart_groups(variants, 1) == [([0, 1, 2, 3], 1)]
+    assert restart_groups(variants, 5) == [([0, 3], 1), ([1], 5), ([2], 5)]
+
+    features, labels, splits = four_blobs()  # GMM's seeds land in different optima: the restarts matter
+    status = np.array(["ok"] * 400, dtype=object)
+
+    class GivenFeatures:  # the engine's extraction, replaced by the blobs
+        def extract(self, samples, faces, extractor, store, progress=True):
+            return SimpleNamespace(features=features, status=status, computed=0)
+
+    dataset = SimpleNamespace(samples=[SimpleNamespace(label=l, split=s) for l, s in zip(labels, splits)],
+                              root="blobs", fingerprint=lambda: "blobs", counts=lambda: {})
+    base = build_config(None, {"evaluation": {"restarts": 6, "naming": "enrichment"}})
+    grid = Grid.from_dict({"features": [tiny_extractor], "crops": ["box"], "n_components": [2], "standardize": [True],
+                           "bootstrap_resamples": 0,
+                           "methods": {"gmm": {"algorithm": "gmm", "params": {"n_clusters": [2, 4]}},
+                                       "birch": {"algorithm": "birch", "params": {"n_clusters": [2]}}}}, base)
+    board = sweep(dataset, grid, GivenFeatures(), store=None, progress=False)["leaderboard"]
+    assert len(board) == 3
+    for row in board:  # the same score and seed as a run of that one method with the same restarts
+        method = MethodConfig(algorithm=row["algorithm"], params=row["params"])
+        _, alone = fit_and_evaluate(features, status, labels, splits, methods={"m": method},
+                                    reduce=ReduceConfig(standardize=True, n_components=2), naming="enrichment",
+                                    n_resamples=0, restarts=6)
+        assert row["seed"] == alone["restarts"]["chosen_seed"], row["id"]
+        assert row["valid"]["balanced_accuracy"] == alone["methods"]["m"]["scores"]["valid"]["balanced_accuracy"]
+    seeds = {(row["algorithm"], row["seed"]) for row in board}
+    assert ("birch", 0) in seeds
+    assert any(algorithm == "gmm" and seed != 0 for algorithm, seed in seeds)  # else the restarts did nothing here
