@@ -24,7 +24,7 @@ Every draw is scored on the **train-origin** images nobody answered (balanced ac
 the number a candidate is chosen by. The valid-origin images are reported beside it, never used
 to choose.
 
-    PYTHONPATH=src python benchmarks/answers_candidates.py [--data ../shared/datasets/faces-ffhq] [--ks 16,32,64] [--seeds 5]
+    PYTHONPATH=src python benchmarks/answers_candidates.py [--data ../shared/datasets/faces-ffhq] [--ks 16,32,64] [--seeds 5] [--first-seed 0]
 
 Writes ``benchmarks/results/answers-candidates-<time>.json`` and prints a table (mean and min per k).
 """
@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=FFHQ)
     parser.add_argument("--ks", default="16,32,64")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="random draws use seeds first-seed, first-seed + 1, …")
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     from _common import labelled_features
@@ -176,7 +177,7 @@ def main() -> None:
                                                       then="typical", seed=config.seed)]
             draws.append((k, "typical", typical))
             usable_rows = np.flatnonzero(usable)
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 draws.append((k, f"random {seed}", np.random.default_rng(seed).choice(usable_rows, k, replace=False)))
         results = []
         for k, draw, answered in draws:
@@ -201,7 +202,7 @@ def main() -> None:
                                       "valid_mean": float(np.mean(valid_scores)), "n_draws": len(points)}
             rows.append([k, name, len(points), float(np.mean(train_scores)), float(np.min(train_scores)),
                          float(np.mean(valid_scores))])
-    path = write_results("answers-candidates", {"data": str(args.data), "ks": ks, "seeds": args.seeds,
+    path = write_results("answers-candidates", {"data": str(args.data), "ks": ks, "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
                                                 "draws": results, "summary": summary})
     print_table(["k", "candidate", "draws", "train-origin unanswered: mean bal. acc", "min",
                  "valid-origin: mean (not used to choose)"], rows)
