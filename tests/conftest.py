@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from facecluster.report.browser import CHROMIUM
+
+# The marks of a test that opens pages in headless Chromium: skipped, with the reason, without it or
+# without playwright (the ``test`` extra). .ci/run installs Debian's chromium.
+NEEDS_BROWSER = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium (.ci/run does)"),
+    pytest.mark.skipif(find_spec("playwright") is None,
+                       reason="playwright not installed: pip install 'facecluster[test]'"),
+]
 
 SHARED_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "faces-dev"
 

@@ -9,6 +9,7 @@ and `cut_face` picks one of the two as ``FacesConfig.crop`` says.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +20,8 @@ import numpy as np
 from facecluster.config import FacesConfig
 from facecluster.errors import MissingExtraError, ModelFileError
 from facecluster.records import FaceRecord
+
+log = logging.getLogger(__name__)
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 #: ArcFace's 5-point template (left eye, right eye, nose, mouth left, mouth right) in a 112×112 crop.
@@ -189,9 +192,7 @@ def _yunet_function(native):
             return FaceDetectCNN(str(library))
         except (OSError, AttributeError):
             continue
-    import logging
-
-    logging.getLogger(__name__).warning(
+    log.warning(
         "libfacedetection not found beside %s: using yuface's detect, which keeps 36 KiB per image; "
         "reinstall yuface (pip install --force-reinstall yuface==2023.5.1)", native.__file__)
     return native.detect

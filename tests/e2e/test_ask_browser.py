@@ -9,21 +9,16 @@ from __future__ import annotations
 import csv
 import shutil
 
-import pytest
 from typer.testing import CliRunner
 
 from facecluster.cli import app
 from facecluster.csv_cells import escape_formula, unescape_formula
-from facecluster.report.browser import CHROMIUM, chromium_page
+from facecluster.report.browser import chromium_page
 from facecluster.scoring import load_model
-from tests.conftest import make_dataset
+from tests.conftest import NEEDS_BROWSER, make_dataset
 from tests.unit.test_csv_cells import HOSTILE as FORMULAS
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium (.ci/run does)"),
-]
-pytest.importorskip("playwright.sync_api", reason="playwright not installed: pip install 'facecluster[test]'")
+pytestmark = NEEDS_BROWSER
 
 HOSTILE = "<img src=x onerror=alert(1)>,\"q\".jpg"
 FORMULA = '=HYPERLINK("x","click").jpg'  # a spreadsheet would run it: labels.csv holds it as '=HYPERLINK(…

@@ -19,7 +19,6 @@ from matplotlib.path import Path as Polygon
 from facecluster.csv_cells import escape_formula, unescape_formula
 from facecluster.pipeline import run
 from facecluster.report.browser import (
-    CHROMIUM,
     chromium_page,
     hover_point,
     is_driver_message,
@@ -29,14 +28,10 @@ from facecluster.report.browser import (
 )
 from facecluster.resolve import build_config
 from facecluster.store import FeatureStore
-from tests.conftest import image_rows, make_dataset
+from tests.conftest import NEEDS_BROWSER, image_rows, make_dataset
 from tests.unit.test_csv_cells import HOSTILE as FORMULAS
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium (.ci/run does)"),
-]
-pytest.importorskip("playwright.sync_api", reason="playwright not installed: pip install 'facecluster[test]'")
+pytestmark = NEEDS_BROWSER
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 HOSTILE_FILE = "<img src=x onerror=alert(1)>.jpg"

@@ -26,7 +26,6 @@ import pytest
 from facecluster.image_table import write_image_table
 from facecluster.records import FaceRecord
 from facecluster.report.browser import (
-    CHROMIUM,
     chromium_page,
     open_until_interactive,
     point_position,
@@ -34,12 +33,9 @@ from facecluster.report.browser import (
     tip_path,
 )
 from facecluster.report.html import write_report
-from tests.conftest import synthetic_face
+from tests.conftest import NEEDS_BROWSER, synthetic_face
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install chromium (.ci/run does)"),
-]
+pytestmark = NEEDS_BROWSER
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 N_IMAGES = 100_000
@@ -135,7 +131,6 @@ def big_run(tmp_path_factory) -> tuple[Path, float]:
 
 
 def test_a_100k_image_report_is_small_and_answers_hover_and_legend(big_run):
-    pytest.importorskip("playwright.sync_api", reason="playwright not installed: pip install 'facecluster[test]'")
     out, build_seconds = big_run
     page_file = out / "report.html"
     size = page_file.stat().st_size

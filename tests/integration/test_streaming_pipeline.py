@@ -16,8 +16,8 @@ def test_incremental_reduction_and_streaming_clusterers_run_the_study(tiny_datas
                "meanshift": {"algorithm": "meanshift-stream", "params": {"quantile": 0.3}}}
     streamed = run(tiny_dataset, build_config("study", {"reduce": {"incremental": True}, "methods": methods}),
                    tmp_path / "streamed", store=store, engine=LocalEngine(workers=0), progress=False)
-    exact = run(tiny_dataset, build_config("study", {"methods": methods}), tmp_path / "exact", store=store,
-                engine=LocalEngine(workers=0), progress=False)
+    run(tiny_dataset, build_config("study", {"methods": methods}), tmp_path / "exact", store=store,
+        engine=LocalEngine(workers=0), progress=False)
 
     assert streamed["provenance"]["config"]["reduce"]["incremental"] is True
     assert streamed["reduce"]["steps"] == ["pca"] and streamed["reduce"]["n_components"] == 2
