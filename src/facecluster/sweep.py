@@ -214,12 +214,12 @@ def restart_groups(variants: list[tuple[str, str, dict]], restarts: int) -> list
     return ([(fixed, 1)] if fixed else []) + [([i], restarts) for i in seeded]
 
 
-def _rows_of(evaluation: dict, variants: list[tuple[str, str, dict]], reduce_cfg: ReduceConfig,
+def _rows_of(results: list[dict], variants: list[tuple[str, str, dict]], reduce_cfg: ReduceConfig,
              features_name: str, crop: str) -> list[dict]:
-    """One leaderboard row per method variant, from the one evaluation (`model.fit_and_evaluate`)."""
+    """One leaderboard row per method variant, from its result in `model.fit_and_evaluate` (in
+    ``variants``' order) and the seed its clusters come from (``seed``)."""
     rows = []
-    for key, (name, algorithm, params) in zip(evaluation["methods"], variants):
-        result = evaluation["methods"][key]
+    for result, (name, algorithm, params) in zip(results, variants):
         row: dict[str, Any] = {"features": features_name, "crop": crop, "standardize": reduce_cfg.standardize,
                                "n_components": reduce_cfg.n_components, "method": name, "algorithm": algorithm,
                                "params": params}
@@ -236,8 +236,7 @@ def _rows_of(evaluation: dict, variants: list[tuple[str, str, dict]], reduce_cfg
                 row[split] = {k: scored[k] for k in ("balanced_accuracy", "accuracy", "ari", "nmi", "purity", "ci")
                               if k in scored}
         row["seconds"] = result["seconds"]
-        if "chosen_seed" in result:
-            row["seed"] = result["chosen_seed"]
+        row["seed"] = result["seed"]
         rows.append(row)
     return rows
 
@@ -298,7 +297,7 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
             if reduce_cfg.n_components is not None and reduce_cfg.n_components >= extraction.features.shape[1]:
                 continue  # same as "none"
             variants = grid.method_variants()
-            results: dict[str, dict] = {}
+            results: list[dict | None] = [None] * len(variants)  # each filled by its group below
             for group, restarts in restart_groups(variants, grid.base.evaluation.restarts):
                 methods = {str(i): MethodConfig(algorithm=variants[i][1], params=variants[i][2]) for i in group}
                 with warnings.catch_warnings():
@@ -309,10 +308,9 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
                                                      blocks=getattr(extractor, "blocks", None),
                                                      n_resamples=grid.bootstrap_resamples, record_errors=True,
                                                      restarts=restarts)
-                results.update({key: {**result, "chosen_seed": evaluation["restarts"]["chosen_seed"]}
-                                for key, result in evaluation["methods"].items()})
-            for row in _rows_of({"methods": {str(i): results[str(i)] for i in range(len(variants))}},
-                                variants, reduce_cfg, features_name, crop):
+                for i in group:
+                    results[i] = {**evaluation["methods"][str(i)], "seed": evaluation["restarts"]["chosen_seed"]}
+            for row in _rows_of(results, variants, reduce_cfg, features_name, crop):
                 row["id"] = _label(row)
                 row["supervised"] = ceiling
                 rows.append(row)
