@@ -124,8 +124,7 @@ def candidates(fits, answered, train_rows, y, naming):
     extended = np.hstack([reduced, posteriors])
     out["posteriors"] = AnswersClassifier().fit(extended[answered], y[answered]).decision_function(extended) > 0
 
-    means = {c: proba[train_rows][clusters[train_rows] == c].mean() for c in np.unique(clusters[train_rows])}
-    out["clusters_by_classifier"] = np.array([means.get(c, 0.0) > 0.5 for c in clusters])
+    out["clusters_by_classifier"] = named_by_classifier(clusters, proba, train_rows) > 0.5
 
     seeds = np.full(len(y), -1)
     seeds[answered] = (y[answered] == "fake").astype(int)
