@@ -140,3 +140,13 @@ def four_blobs(n: int = 400, n_train: int = 300):
     labels = np.where(blob == 0, "fake", "real").astype(object)
     splits = np.where(np.arange(n) < n_train, "train", "valid").astype(object)
     return features, labels, splits
+
+
+def truncated(n=400, dim=60, seed=0):
+    """Rows of an anisotropic Gaussian; every other one drawn with its scale shrunk to 0.75 (as a generator's
+    truncation pulls samples towards the average), labelled 1."""
+    rng = np.random.default_rng(seed)
+    scale = np.geomspace(5.0, 0.2, dim)
+    fake = np.arange(n) % 2 == 1
+    X = rng.normal(size=(n, dim)) * scale * np.where(fake, 0.75, 1.0)[:, None]
+    return (X + 3.0).astype(np.float32), fake.astype(int)

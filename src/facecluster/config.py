@@ -114,6 +114,13 @@ class FeaturesConfig(_Strict):
     )
 
 
+class TypicalityConfig(_Strict):
+    """How typical a face is: its distance from the average in the whitened PCA space (see `facecluster.reduce`)."""
+
+    skip: int = Field(16, ge=0, description="Leading (largest-variance) PCA components left out of the distance.")
+    folds: int = Field(5, ge=2, le=50, description="Train rows are scored by PCAs fitted on the other folds.")
+
+
 class ReduceConfig(_Strict):
     """Dimensionality reduction fitted on train only."""
 
@@ -122,6 +129,18 @@ class ReduceConfig(_Strict):
     incremental: bool = Field(
         False, description="Fit the scaler and PCA (IncrementalPCA) chunk by chunk: for features that do not fit in memory."
     )
+    typicality: TypicalityConfig | None = Field(
+        None, description="Reduce each face to one number, how typical it is (whitened distance from the train "
+        "mean over components skip..n_components): generators that sample near the average face sit high.")
+
+    @model_validator(mode="after")
+    def _typicality_in_memory(self):
+        if self.typicality is not None and self.incremental:
+            raise ValueError("typicality needs the whole train matrix in memory; set incremental = false")
+        if self.typicality is not None and self.n_components is not None and self.n_components <= self.typicality.skip:
+            raise ValueError(f"typicality.skip = {self.typicality.skip} leaves no component of n_components = "
+                             f"{self.n_components}; use more components or a smaller skip")
+        return self
 
     @field_validator("n_components", mode="before")
     @classmethod

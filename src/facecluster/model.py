@@ -40,6 +40,7 @@ from facecluster.protocol import (
     train_mapping,
     usable_rows,
 )
+from facecluster.reduce import depends_on_seed as reducer_depends_on_seed
 from facecluster.synthetic import ClusterDensity, calibrate, probability
 
 FORMAT = "facecluster-model"
@@ -120,18 +121,23 @@ class FaceModel(BaseEstimator):
         return self
 
     def fit_rows(self, features: np.ndarray, usable: np.ndarray, train: np.ndarray,
-                 record_errors: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                 record_errors: bool = False, fitted_reducer: tuple | None = None,
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Fit on the ``train`` rows; return every ``usable`` row reduced and its cluster per method.
 
         Unusable rows are NaN in ``reduced`` and -1 in the clusters; train rows take the fit's
         own assignment (e.g. HDBSCAN noise). With ``record_errors``, a method whose clusterer
-        fails on these data is recorded in `fit_errors_` instead of raising.
+        fails on these data is recorded in `fit_errors_` instead of raising. ``fitted_reducer``
+        (reducer, reduced), the output of `protocol.fit_reducer` on these same rows, is used
+        instead of fitting one (restarts whose reduction does not depend on the seed).
         """
         if int(train.sum()) < 2:
             raise ValueError("fewer than 2 usable train rows; nothing to fit")
         self.n_features_in_ = int(features.shape[1])
-        self.reducer_, reduced = fit_reducer(features, usable, train, self.reduce or ReduceConfig(),
-                                             seed=self.seed, blocks=self.blocks)
+        if fitted_reducer is None:
+            fitted_reducer = fit_reducer(features, usable, train, self.reduce or ReduceConfig(),
+                                         seed=self.seed, blocks=self.blocks)
+        self.reducer_, reduced = fitted_reducer
         self.clusterers_, self.fit_errors_, self.mappings_, self.densities_ = {}, {}, {}, {}
         self.fit_seconds_: dict[str, float] = {}
         clusters = {}
@@ -419,18 +425,22 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
     train = usable & (splits == "train")
     labelled = labelled_rows(labels)
 
+    if not any(depends_on_seed(m.algorithm, m.params) for m in methods.values()):
+        restarts = 1  # every seed would give the same clusters
+    # A reduction every seed would give alike (e.g. typicality: seconds of SVDs) is fitted once for all restarts.
+    shared = None if restarts == 1 or reducer_depends_on_seed(reduce) else fit_reducer(
+        features, usable, train, reduce, seed=seed, blocks=blocks)
+
     def fit_once(fit_seed: int):
         model = FaceModel(reduce=reduce, methods=methods, seed=fit_seed, blocks=blocks, naming=naming,
                           **(model_params or {}))
-        reduced, clusters = model.fit_rows(features, usable, train, record_errors=record_errors)
+        reduced, clusters = model.fit_rows(features, usable, train, record_errors=record_errors, fitted_reducer=shared)
         model.name_clusters(clusters, labels, train & labelled, reduced)
         criteria = {name: cross_validated_mapping_score(clusters[name][train & labelled], labels[train & labelled],
                                                         seed=fit_seed, naming=naming) for name in model.clusterers_}
         known = [c for c in criteria.values() if c is not None]
         return model, reduced, clusters, criteria, (max(known) if known else None)
 
-    if not any(depends_on_seed(m.algorithm, m.params) for m in methods.values()):
-        restarts = 1  # every seed would give the same clusters
     tried = [(seed + r, *fit_once(seed + r)) for r in range(max(1, restarts))]
     scores = [-1.0 if t[5] is None else t[5] for t in tried]
     best = scores.index(max(scores))  # ties: the first seed

@@ -37,6 +37,7 @@ from facecluster.cluster import AutoKClusterer, NearestCentroidClusterer, Quanti
 from facecluster.errors import ModelError
 from facecluster.features.combine import FamilyStandardizer
 from facecluster.labelling import AnswersClassifier
+from facecluster.reduce import Typicality
 from facecluster.refine import PseudoLabelRefiner
 from facecluster.stream import StreamingBirch, StreamingMeanShift, StreamingMiniBatchKMeans
 from facecluster.synthetic import ClusterDensity
@@ -49,6 +50,7 @@ ALLOWED_CLASSES: dict[str, type] = {cls.__name__: cls for cls in (
     QuantileMeanShift, Birch, KMeans, MiniBatchKMeans, GaussianMixture, AgglomerativeClustering,
     SpectralClustering, HDBSCAN, NearestCentroidClusterer, AutoKClusterer,
     StreamingBirch, StreamingMiniBatchKMeans, StreamingMeanShift, ClusterDensity, PseudoLabelRefiner, AnswersClassifier,
+    Typicality,
 )}
 
 _ATTRIBUTE = re.compile(r"_?[a-z][a-z0-9_]*")

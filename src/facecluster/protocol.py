@@ -58,7 +58,8 @@ def fit_reducer(features: np.ndarray, usable: np.ndarray, train: np.ndarray, con
     ``blocks`` (the column ranges of combined feature families, ``a+b``) each family is
     standardised first (fitted on train, as part of the reducer). With
     ``config.incremental`` every step is fitted chunk by chunk (`fit_transform_chunked`),
-    never on a copy of the whole feature matrix.
+    never on a copy of the whole feature matrix. With ``config.typicality`` the train rows get
+    `Typicality`'s cross-fitted values, not the final fit's in-sample ones.
     """
     n_components = config.n_components
     if n_components is not None:
@@ -69,8 +70,14 @@ def fit_reducer(features: np.ndarray, usable: np.ndarray, train: np.ndarray, con
         reducer = standardize_families(reducer, blocks)
     if config.incremental:
         return fit_transform_chunked(reducer, features, train, usable)
-    reducer.fit(features[train])
-    return reducer, reduce_rows(reducer, features, usable)
+    if config.typicality is None:
+        reducer.fit(features[train])
+        return reducer, reduce_rows(reducer, features, usable)
+    # Typicality scores the train rows cross-fitted (its fit_transform), the others with the final fit.
+    reduced_train = reducer.fit_transform(features[train])
+    reduced = reduce_rows(reducer, features, usable & ~train)
+    reduced[train] = reduced_train
+    return reducer, reduced
 
 
 def reduce_rows(reducer, features: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -2,25 +2,136 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA, IncrementalPCA
+from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from facecluster.config import ReduceConfig
 
 
+class Typicality(TransformerMixin, BaseEstimator):
+    """How typical each row is: minus the log of its whitened distance from the mean, one column.
+
+    PCA with whitening is fitted on the rows; a row's distance is the norm of its whitened
+    components ``skip`` .. ``n_components`` (the leading ``skip``, where pose, lighting and
+    identity vary most, are left out). A generator that samples near the centre of its latent
+    space (StyleGAN's truncation) makes faces that are too average in many small directions at
+    once, so fakes score high; no label is read.
+
+    In-sample distances are biased low (the PCA was fitted to those very rows, most of all in
+    its small components), so, like scikit-learn's ``TargetEncoder``, `fit_transform` scores
+    each row with a PCA fitted on the other ``folds`` (cross fitting) and then fits on every row
+    for `transform`: train rows and new rows are then on the same scale, and
+    ``fit(X).transform(X)`` is **not** ``fit_transform(X)``.
+
+    Parameters
+    ----------
+    n_components : int or None, default=None
+        PCA components (at most the rows of a fold and the features); None keeps all.
+    skip : int, default=16
+    folds : int, default=5
+    random_state : int, default=0
+        The folds' shuffle (the PCA is a full SVD: no seed).
+
+    Attributes
+    ----------
+    pca_ : PCA
+        Fitted on every row given to `fit` / `fit_transform`, with whitening.
+    n_components_ : int
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "skip": [Interval(Integral, 0, None, closed="left")],
+        "folds": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, n_components=None, skip=16, folds=5, random_state=0):
+        self.n_components = n_components
+        self.skip = skip
+        self.folds = folds
+        self.random_state = random_state
+
+    def _components(self, n_rows: int, n_features: int) -> int:
+        limit = min(n_rows, n_features)
+        k = limit if self.n_components is None else min(self.n_components, limit)
+        if k <= self.skip:
+            raise ValueError(f"typicality: {k} PCA components (rows and features allow at most {limit}) leave "
+                             f"none after skip = {self.skip}; use a smaller skip or more rows")
+        return k
+
+    def _fit_pca(self, X: np.ndarray, k: int) -> PCA:
+        # The full SVD: exact small components (the randomised solver blurs them), and no seed.
+        pca = PCA(n_components=k, whiten=True, svd_solver="full").fit(X)
+        # C order, as a saved model loads it (model_io): the same products, bit for bit, before and after.
+        pca.components_ = np.ascontiguousarray(pca.components_)
+        return pca
+
+    def _score(self, pca: PCA, X: np.ndarray) -> np.ndarray:
+        distance = np.linalg.norm(pca.transform(X)[:, self.skip:], axis=1)
+        return -np.log(np.maximum(distance, np.finfo(np.float64).tiny))[:, None]
+
+    def fit(self, X, y=None):
+        """Fit the whitened PCA on every row of X."""
+        self._validate_params()
+        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        self.n_components_ = self._components(len(X), X.shape[1])
+        self.pca_ = self._fit_pca(X, self.n_components_)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Cross-fitted typicality of every row of X (see the class notes), then fit on all of X."""
+        self._validate_params()
+        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        folds = min(self.folds, len(X))
+        # The same number of components in every fold's PCA and in the final one, so the scales agree.
+        self.n_components_ = self._components(len(X) - -(-len(X) // folds), X.shape[1])
+        out = np.empty((len(X), 1))
+        for fit_rows, held_out in KFold(folds, shuffle=True, random_state=self.random_state).split(X):
+            out[held_out] = self._score(self._fit_pca(X[fit_rows], self.n_components_), X[held_out])
+        self.pca_ = self._fit_pca(X, self.n_components_)
+        return out
+
+    def transform(self, X):
+        """Typicality of new rows under the PCA fitted on every train row: shape (n, 1)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return self._score(self.pca_, X)
+
+    def get_feature_names_out(self, input_features=None):
+        return np.array(["typicality"], dtype=object)
+
+
 def make_reducer(config: ReduceConfig, seed: int = 0) -> Pipeline:
-    """Standardisation (optional) then PCA (optional), as one scikit-learn pipeline."""
+    """Standardisation (optional) then PCA (optional) or `Typicality`, as one scikit-learn pipeline."""
     steps = []
     if config.standardize:
         steps.append(("standardize", StandardScaler()))
-    if config.n_components is not None and config.incremental:
+    if config.typicality is not None:
+        # Not the model's seed: the folds stay the same across restarts, so the reducer is fitted once.
+        steps.append(("typicality", Typicality(n_components=config.n_components, skip=config.typicality.skip,
+                                               folds=config.typicality.folds)))
+    elif config.n_components is not None and config.incremental:
         steps.append(("pca", IncrementalPCA(n_components=config.n_components)))
     elif config.n_components is not None:
         steps.append(("pca", PCA(n_components=config.n_components, random_state=seed)))
     if not steps:
         steps.append(("identity", FunctionTransformer()))
     return Pipeline(steps)
+
+
+def depends_on_seed(config: ReduceConfig) -> bool:
+    """Whether another seed can give another reduction: PCA's randomised solver (which scikit-learn
+    picks for large inputs) does; standardisation alone and `Typicality` do not."""
+    return config.typicality is None and config.n_components is not None and not config.incremental
 
 
 def describe_reducer(reducer: Pipeline) -> dict:
@@ -30,4 +141,9 @@ def describe_reducer(reducer: Pipeline) -> dict:
         pca = reducer.named_steps["pca"]
         out["n_components"] = int(pca.n_components_)
         out["explained_variance_ratio"] = [float(v) for v in pca.explained_variance_ratio_]
+    if "typicality" in reducer.named_steps:
+        step = reducer.named_steps["typicality"]
+        out["n_components"] = int(step.n_components_)
+        out["typicality"] = {"skip": int(step.skip), "folds": int(step.folds),
+                             "explained_variance_ratio": float(step.pca_.explained_variance_ratio_.sum())}
     return out

@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from facecluster.cluster import depends_on_seed
-from facecluster.config import Config, FacesConfig, MethodConfig, ReduceConfig, dump_config, read_toml
+from facecluster.config import (
+    Config,
+    FacesConfig,
+    MethodConfig,
+    ReduceConfig,
+    TypicalityConfig,
+    dump_config,
+    read_toml,
+)
 from facecluster.dataset import Dataset
 from facecluster.errors import ConfigError
 from facecluster.model import fit_and_evaluate
@@ -63,7 +71,8 @@ DEFAULT_GRID: dict[str, Any] = {
     },
 }
 
-GRID_KEYS = {"features", "crops", "n_components", "standardize", "selection", "bootstrap_resamples", "methods"}
+GRID_KEYS = {"features", "crops", "n_components", "standardize", "typicality", "selection", "bootstrap_resamples",
+             "methods"}
 
 
 @dataclass
@@ -78,6 +87,8 @@ class Grid:
     selection: str = "cv_mapping"
     bootstrap_resamples: int = 1000
     base: Config = field(default_factory=Config)
+    #: Also (True) or only reduce each face to its typicality (`reduce.Typicality`, the default skip and folds).
+    typicality: list[bool] = field(default_factory=lambda: [False])
 
     @classmethod
     def from_dict(cls, sweep: dict[str, Any], base: Config, source: str = "grid") -> "Grid":
@@ -85,8 +96,8 @@ class Grid:
         unknown = set(sweep) - GRID_KEYS
         if unknown:
             raise ConfigError(f"{source}: sweep.{sorted(unknown)[0]}: unknown key; allowed: {sorted(GRID_KEYS)}")
-        values = {**DEFAULT_GRID, **sweep}
-        for key in ("features", "crops", "n_components", "standardize"):
+        values = {"typicality": [False], **DEFAULT_GRID, **sweep}
+        for key in ("features", "crops", "n_components", "standardize", "typicality"):
             if not isinstance(values[key], list) or not values[key]:
                 raise ConfigError(f"{source}: sweep.{key} must be a non-empty list")
         if values["selection"] not in SELECTION_CRITERIA:
@@ -108,8 +119,10 @@ class Grid:
                 build_config(None, {"methods": {name: {"algorithm": method["algorithm"]}}})
             except ConfigError as error:
                 raise ConfigError(f"{source}: sweep.methods.{name}: {error}") from None
+        if not all(isinstance(v, bool) for v in values["typicality"]):
+            raise ConfigError(f"{source}: sweep.typicality must be a list of true/false")
         return cls(values["features"], values["crops"], dims, [bool(v) for v in values["standardize"]], methods,
-                   values["selection"], int(values["bootstrap_resamples"]), base)
+                   values["selection"], int(values["bootstrap_resamples"]), base, values["typicality"])
 
     @classmethod
     def from_toml(cls, path: Path | None, preset: str | None = "study") -> "Grid":
@@ -136,8 +149,12 @@ class Grid:
         return out
 
     def reducers(self) -> list[ReduceConfig]:
-        """Every reducer of the grid (standardisation × components)."""
-        return [ReduceConfig(standardize=s, n_components=d) for s in self.standardize for d in self.n_components]
+        """Every reducer of the grid (standardisation × components × typicality); typicality only where
+        components remain after its skip."""
+        skip = TypicalityConfig().skip
+        return [ReduceConfig(standardize=s, n_components=d, typicality=TypicalityConfig() if t else None)
+                for t in self.typicality for s in self.standardize for d in self.n_components
+                if not t or d is None or d > skip]
 
 
 def _is_k_range(key: str, value: Any) -> bool:
@@ -162,6 +179,8 @@ def config_of(row: dict, base: Config) -> Config:
     if "crop" in FacesConfig.model_fields:
         data["faces"]["crop"] = row["crop"]
     data["reduce"] = {"standardize": row["standardize"], "n_components": row["n_components"] or "none"}
+    if row.get("typicality"):
+        data["reduce"]["typicality"] = {}
     data["methods"] = {row["method"]: {"algorithm": row["algorithm"], "params": row["params"]}}
     return build_config(None, data, source="sweep")
 
@@ -169,7 +188,8 @@ def config_of(row: dict, base: Config) -> Config:
 def _label(row: dict) -> str:
     params = ",".join(f"{k}={v}" for k, v in row["params"].items())
     dims = "all" if row["n_components"] is None else row["n_components"]
-    return f"{row['features']}|{row['crop']}|{'std+' if row['standardize'] else ''}pca{dims}|{row['method']}({params})"
+    reducer = "typicality" if row.get("typicality") else "pca"
+    return f"{row['features']}|{row['crop']}|{'std+' if row['standardize'] else ''}{reducer}{dims}|{row['method']}({params})"
 
 
 def _criterion(row: dict, selection: str) -> float:
@@ -221,8 +241,9 @@ def _rows_of(results: list[dict], variants: list[tuple[str, str, dict]], reduce_
     rows = []
     for result, (name, algorithm, params) in zip(results, variants):
         row: dict[str, Any] = {"features": features_name, "crop": crop, "standardize": reduce_cfg.standardize,
-                               "n_components": reduce_cfg.n_components, "method": name, "algorithm": algorithm,
-                               "params": params}
+                               "n_components": reduce_cfg.n_components,
+                               "typicality": reduce_cfg.typicality is not None, "method": name,
+                               "algorithm": algorithm, "params": params}
         if "error" in result:
             rows.append({**row, "error": result["error"]})
             continue
@@ -332,7 +353,7 @@ def summarise(rows: list[dict], families: list[dict], grid: Grid, dataset: Datas
         "dataset": {"root": str(dataset.root), "fingerprint": dataset.fingerprint(), "counts": dataset.counts()},
         "grid": {"features": grid.features, "crops": grid.crops,
                  "n_components": ["none" if d is None else d for d in grid.n_components],
-                 "standardize": grid.standardize, "methods": grid.methods,
+                 "standardize": grid.standardize, "typicality": grid.typicality, "methods": grid.methods,
                  "bootstrap_resamples": grid.bootstrap_resamples},
         "selection": {
             "criterion": grid.selection,

@@ -13,7 +13,7 @@ from facecluster.errors import ConfigError
 from facecluster.resolve import build_config, load_config
 from facecluster.store import FeatureStore
 from facecluster.sweep import Grid, sweep
-from tests.conftest import csv_rows, four_blobs, make_dataset, write_csv
+from tests.conftest import csv_rows, four_blobs, make_dataset, truncated, write_csv
 
 GRID = """
 [faces]
@@ -59,6 +59,7 @@ def _sweep(source, grid, tmp_path):
     ({"selection": "valid"}, "choose one of"),
     ({"n_components": [0]}, "not a positive integer"),
     ({"standardize": []}, "non-empty list"),
+    ({"typicality": ["yes"]}, "sweep.typicality must be a list of true/false"),
     ({"methods": {"x": {"algorithm": "nope"}}}, "sweep.methods.x"),
 ])
 def test_bad_grids_are_refused_with_the_key(sweep_table, message):
@@ -200,3 +201,36 @@ def test_with_restarts_each_seeded_variant_keeps_its_own_best_seed_as_run_would(
     seeds = {(row["algorithm"], row["seed"]) for row in board}
     assert ("birch", 0) in seeds
     assert any(algorithm == "gmm" and seed != 0 for algorithm, seed in seeds)  # else the restarts did nothing here
+
+
+def test_typicality_rows_score_as_a_run_of_their_best_toml_would(tiny_extractor):
+    from types import SimpleNamespace
+
+    from facecluster.model import fit_and_evaluate
+    from facecluster.sweep import config_of
+
+    features, fake = truncated()
+    labels = np.where(fake == 1, "fake", "real").astype(object)
+    splits = np.where(np.arange(400) < 300, "train", "valid").astype(object)
+    status = np.array(["ok"] * 400, dtype=object)
+
+    class GivenFeatures:
+        def extract(self, samples, faces, extractor, store, progress=True):
+            return SimpleNamespace(features=features, status=status, computed=0)
+
+    dataset = SimpleNamespace(samples=[SimpleNamespace(label=l, split=s) for l, s in zip(labels, splits)],
+                              root="truncated", fingerprint=lambda: "truncated", counts=lambda: {})
+    base = build_config(None, {"evaluation": {"restarts": 3, "naming": "enrichment"}})
+    grid = Grid.from_dict({"features": [tiny_extractor], "crops": ["box"], "n_components": [8, 40],
+                           "standardize": [False], "typicality": [False, True], "bootstrap_resamples": 0,
+                           "methods": {"gmm": {"algorithm": "gmm", "params": {"n_clusters": [2]}}}}, base)
+    assert [(r.n_components, r.typicality is not None) for r in grid.reducers()] == [(8, False), (40, False), (40, True)]
+    board = sweep(dataset, grid, GivenFeatures(), store=None, progress=False)["leaderboard"]
+    typical = [row for row in board if row["typicality"]]
+    assert len(board) == 3 and len(typical) == 1 and "|typicality40|" in typical[0]["id"]
+    config = config_of(typical[0], base)
+    assert config.reduce.typicality is not None and config.reduce.n_components == 40
+    _, alone = fit_and_evaluate(features, status, labels, splits, reduce=config.reduce, methods=config.methods,
+                                naming="enrichment", n_resamples=0, restarts=3)
+    assert typical[0]["valid"]["balanced_accuracy"] == alone["methods"]["gmm"]["scores"]["valid"]["balanced_accuracy"]
+    assert typical[0]["valid"]["balanced_accuracy"] > 0.75  # the truncated rows are found without labels

@@ -1,0 +1,96 @@
+"""Typicality: the whitened distance from the train mean, cross-fitted on train (facecluster.reduce)."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from facecluster.config import MethodConfig, ReduceConfig, TypicalityConfig
+from facecluster.errors import ConfigError
+from facecluster.model import FaceModel, fit_and_evaluate
+from facecluster.reduce import Typicality, depends_on_seed, make_reducer
+from facecluster.resolve import build_config
+from tests.conftest import truncated
+
+
+def test_typicality_ranks_the_truncated_rows_high_in_and_out_of_sample():
+    X, fake = truncated()
+    new, new_fake = truncated(seed=1)
+    step = Typicality(n_components=40, skip=4)
+    inside = step.fit_transform(X)
+    outside = step.transform(new)
+    assert inside.shape == (400, 1) and outside.shape == (400, 1)
+    assert roc_auc_score(fake, inside[:, 0]) > 0.9
+    assert roc_auc_score(new_fake, outside[:, 0]) > 0.9
+    assert step.n_components_ == 40 and step.get_feature_names_out().tolist() == ["typicality"]
+
+
+def test_cross_fitting_puts_train_rows_on_the_scale_of_new_rows():
+    """In-sample distances are too small with many components; the cross-fitted ones are not."""
+    X, _ = truncated(n=200)
+    new, _ = truncated(n=200, seed=1)
+    step = Typicality(n_components=50, skip=0)
+    crossed = step.fit_transform(X)[:, 0]
+    in_sample = step.transform(X)[:, 0]
+    fresh = step.transform(new)[:, 0]
+    assert in_sample.mean() - fresh.mean() > 0.1  # fitted to those very rows: biased towards "typical"
+    assert abs(crossed.mean() - fresh.mean()) < 0.5 * (in_sample.mean() - fresh.mean())
+
+
+def test_typicality_is_deterministic_and_unchanged_by_a_shift_of_every_row():
+    X, _ = truncated()
+    a = Typicality(n_components=30).fit_transform(X)
+    b = Typicality(n_components=30).fit_transform(X)
+    np.testing.assert_array_equal(a, b)
+    shifted = Typicality(n_components=30).fit_transform(X + np.float32(10.0))
+    np.testing.assert_allclose(shifted, a, atol=1e-4)
+
+
+def test_too_few_components_for_the_skip_is_one_clear_error():
+    X, _ = truncated(n=12, dim=60)
+    with pytest.raises(ValueError, match="leave none after skip = 16"):
+        Typicality(n_components=200, skip=16).fit_transform(X)
+
+
+def test_config_refuses_typicality_with_incremental_or_too_small_n_components():
+    with pytest.raises(ValueError, match="incremental = false"):
+        ReduceConfig(n_components=64, incremental=True, typicality=TypicalityConfig())
+    with pytest.raises(ValueError, match="leaves no component"):
+        ReduceConfig(n_components=16, typicality=TypicalityConfig(skip=16))
+    with pytest.raises(ConfigError, match="reduce"):
+        build_config("recommended", {"reduce": {"n_components": 8, "typicality": {"skip": 8}}})
+
+
+def test_make_reducer_and_the_seed():
+    config = ReduceConfig(n_components=30, typicality=TypicalityConfig(skip=2))
+    assert [name for name, _ in make_reducer(config).steps] == ["typicality"]
+    assert not depends_on_seed(config)
+    assert depends_on_seed(ReduceConfig(n_components=30)) and not depends_on_seed(ReduceConfig(n_components=None))
+
+
+def test_restarts_fit_the_typicality_once_and_train_rows_keep_the_cross_fitted_values(monkeypatch):
+    X, fake = truncated()
+    labels = np.where(fake == 1, "fake", "real").astype(object)
+    splits = np.where(np.arange(400) < 300, "train", "valid").astype(object)
+    calls = []
+    original = Typicality.fit_transform
+    monkeypatch.setattr(Typicality, "fit_transform", lambda self, X, y=None: calls.append(len(X)) or original(self, X))
+    reduce = ReduceConfig(n_components=40, typicality=TypicalityConfig(skip=4))
+    methods = {"gmm": MethodConfig(algorithm="gmm", params={"n_clusters": 2})}
+    model, evaluation = fit_and_evaluate(X, ["ok"] * 400, labels, splits, reduce=reduce, methods=methods,
+                                         naming="enrichment", n_resamples=0, restarts=4)
+    assert calls == [300] and evaluation["restarts"]["seeds"] == [0, 1, 2, 3]
+    expected = Typicality(n_components=40, skip=4).fit_transform(X[:300])
+    np.testing.assert_array_equal(evaluation["reduced"][:300], expected)
+    np.testing.assert_array_equal(evaluation["reduced"][300:], model.transform(X[300:]))
+    assert evaluation["methods"]["gmm"]["scores"]["valid"]["balanced_accuracy"] > 0.75
+
+
+def test_a_typicality_model_survives_save_and_load(tmp_path):
+    X, fake = truncated()
+    model = FaceModel(reduce=ReduceConfig(n_components=40, typicality=TypicalityConfig(skip=4)),
+                      methods={"gmm": MethodConfig(algorithm="gmm", params={"n_clusters": 2})})
+    model.fit(X)
+    loaded = FaceModel.load(model.save(tmp_path / "model"))
+    new, _ = truncated(seed=2)
+    np.testing.assert_array_equal(loaded.transform(new), model.transform(new))
+    np.testing.assert_array_equal(loaded.predict_clusters(new), model.predict_clusters(new))
