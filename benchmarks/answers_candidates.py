@@ -44,7 +44,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.semi_supervised import LabelSpreading
 
 from facecluster.labelling import AnswersClassifier, choose_rows_to_label
-from facecluster.model import FaceModel
+from facecluster.model import FaceModel, best_restart
 from facecluster.protocol import cross_validated_mapping_score
 from facecluster.resolve import build_config
 
@@ -65,10 +65,8 @@ def fit_restarts(features, usable, train, config):
 
 def refit_choice(fits, answered, labels, naming):
     """The restart the answers choose (criterion on the answered rows; ties and too few answers: the first)."""
-    criteria = [cross_validated_mapping_score(c[answered], labels[answered], seed=m.seed, naming=naming)
-                for m, _, c in fits]
-    scored = [(c if c is not None else -1.0, -i) for i, c in enumerate(criteria)]
-    return -max(scored)[1]
+    return best_restart([cross_validated_mapping_score(c[answered], labels[answered], seed=m.seed, naming=naming)
+                         for m, _, c in fits])
 
 
 def self_training(reduced, answered, pool, y, rounds=3, per_round=0.1):

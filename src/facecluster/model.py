@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -394,11 +394,28 @@ def auto_n_clusters(model) -> dict | None:
             "scores": {str(k): v for k, v in model.criterion_scores_.items()}}
 
 
+class Restart(NamedTuple):
+    """One seed's fit in `fit_and_evaluate`: the model, its output, and its train criteria."""
+
+    model: FaceModel
+    reduced: np.ndarray
+    clusters: dict[str, np.ndarray]
+    criteria: dict[str, float | None]  # per method
+    criterion: float | None  # the best method's
+
+
+def best_restart(criteria: list[float | None]) -> int:
+    """The restart to keep: the best train criterion; ties, and fits without one (no labels), the first."""
+    scores = [-1.0 if c is None else c for c in criteria]
+    return scores.index(max(scores))
+
+
 def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: np.ndarray, *,
                      reduce: ReduceConfig, methods: dict[str, MethodConfig], seed: int = 0, blocks=None,
                      naming: str = "majority",
                      n_resamples: int = 1000, record_errors: bool = False,
-                     model_params: dict | None = None, restarts: int = 1) -> tuple[FaceModel, dict[str, Any]]:
+                     model_params: dict | None = None, restarts: int = 1,
+                     fitted_reducer: tuple | None = None) -> tuple[FaceModel, dict[str, Any]]:
     """Fit a `FaceModel` on the train split, name its clusters with train labels, and score every split.
 
     With ``restarts`` > 1 the model is fitted with the seeds ``seed, seed + 1, …`` and the one kept
@@ -427,9 +444,11 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
 
     if not any(depends_on_seed(m.algorithm, m.params) for m in methods.values()):
         restarts = 1  # every seed would give the same clusters
-    # A reduction every seed would give alike (e.g. typicality: seconds of SVDs) is fitted once for all restarts.
-    shared = None if restarts == 1 or reducer_depends_on_seed(reduce) else fit_reducer(
-        features, usable, train, reduce, seed=seed, blocks=blocks)
+    # A reduction every seed would give alike (e.g. typicality: seconds of SVDs) is fitted once for all restarts,
+    # or given (``fitted_reducer``: `protocol.fit_reducer`'s output on these rows, e.g. by the sweep).
+    shared = fitted_reducer
+    if shared is None and restarts > 1 and not reducer_depends_on_seed(reduce):
+        shared = fit_reducer(features, usable, train, reduce, seed=seed, blocks=blocks)
 
     def fit_once(fit_seed: int):
         model = FaceModel(reduce=reduce, methods=methods, seed=fit_seed, blocks=blocks, naming=naming,
@@ -439,13 +458,15 @@ def fit_and_evaluate(features: np.ndarray, status, labels: np.ndarray, splits: n
         criteria = {name: cross_validated_mapping_score(clusters[name][train & labelled], labels[train & labelled],
                                                         seed=fit_seed, naming=naming) for name in model.clusterers_}
         known = [c for c in criteria.values() if c is not None]
-        return model, reduced, clusters, criteria, (max(known) if known else None)
+        return Restart(model, reduced, clusters, criteria, max(known) if known else None)
 
-    tried = [(seed + r, *fit_once(seed + r)) for r in range(max(1, restarts))]
-    scores = [-1.0 if t[5] is None else t[5] for t in tried]
-    best = scores.index(max(scores))  # ties: the first seed
-    seed, model, reduced, clusters, cv_criteria, _ = tried[best]
-    restart_record = {"seeds": [t[0] for t in tried], "criterion": [t[5] for t in tried], "chosen_seed": seed}
+    seeds = [seed + r for r in range(max(1, restarts))]
+    tried = [fit_once(s) for s in seeds]
+    criteria = [t.criterion for t in tried]
+    best = best_restart(criteria)
+    model, reduced, clusters, cv_criteria, _ = tried[best]
+    restart_record = {"seeds": seeds, "criterion": criteria, "chosen_seed": seeds[best]}
+    seed = seeds[best]
     del tried
     results: dict[str, Any] = {}
     synthetic: dict[str, np.ndarray] = {}

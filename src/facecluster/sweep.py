@@ -36,7 +36,8 @@ from facecluster.dataset import Dataset
 from facecluster.errors import ConfigError
 from facecluster.model import fit_and_evaluate
 from facecluster.outputs import provenance, write_json, write_text
-from facecluster.protocol import usable_rows
+from facecluster.protocol import fit_reducer, usable_rows
+from facecluster.reduce import depends_on_seed as reducer_depends_on_seed
 from facecluster.resolve import build_config
 from facecluster.supervised import supervised_ceiling
 
@@ -319,6 +320,10 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
                 continue  # same as "none"
             variants = grid.method_variants()
             results: list[dict | None] = [None] * len(variants)  # each filled by its group below
+            # A reduction that does not depend on the seed (typicality) is fitted once for every group.
+            shared = None if reducer_depends_on_seed(reduce_cfg) else fit_reducer(
+                extraction.features, usable, usable & (splits == "train"), reduce_cfg, seed=grid.base.seed,
+                blocks=getattr(extractor, "blocks", None))
             for group, restarts in restart_groups(variants, grid.base.evaluation.restarts):
                 methods = {str(i): MethodConfig(algorithm=variants[i][1], params=variants[i][2]) for i in group}
                 with warnings.catch_warnings():
@@ -328,7 +333,7 @@ def _sweep(dataset: Dataset, grid: Grid, engine, store, progress: bool) -> dict:
                                                      naming=grid.base.evaluation.naming,
                                                      blocks=getattr(extractor, "blocks", None),
                                                      n_resamples=grid.bootstrap_resamples, record_errors=True,
-                                                     restarts=restarts)
+                                                     restarts=restarts, fitted_reducer=shared)
                 for i in group:
                     results[i] = {**evaluation["methods"][str(i)], "seed": evaluation["restarts"]["chosen_seed"]}
             for row in _rows_of(results, variants, reduce_cfg, features_name, crop):
