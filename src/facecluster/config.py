@@ -272,10 +272,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "recommended": {
         "faces": {"detector": "mtcnn", "crop": "box"},
         "features": {"extractor": "facenet-bottleneck"},
-        "reduce": {"standardize": False, "n_components": 32},
-        "methods": {"gmm": {"algorithm": "gmm", "params": {"n_clusters": 4, "covariance_type": "diag"}}},
-        # One GMM fit lands in one of several optima (2 of the 10 seeds reach the best on faces-ffhq);
-        # the train-only criterion keeps the best of ten.
+        # Each face reduced to how typical it is (whitened distance from the train mean over PCA
+        # components 16..768), then two Gaussians on that one number: chosen on train only
+        # (examples/sweep-ffhq-typicality.toml against examples/sweep-ffhq.toml, docs/results-ffhq.md).
+        "reduce": {"standardize": False, "n_components": 768, "typicality": {"skip": 16, "folds": 5}},
+        "methods": {"gmm": {"algorithm": "gmm", "params": {"n_clusters": 2}}},
+        # The train-only criterion keeps the best of ten GMM seeds (the typicality is fitted once).
         "evaluation": {"naming": "enrichment", "restarts": 10},
     },
 }

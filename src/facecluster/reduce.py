@@ -34,7 +34,7 @@ class Typicality(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     n_components : int or None, default=None
-        PCA components (at most the rows of a fold and the features); None keeps all.
+        PCA components (at most the rows of a fold minus one, and the features); None keeps all.
     skip : int, default=16
     folds : int, default=5
     random_state : int, default=0
@@ -45,6 +45,8 @@ class Typicality(TransformerMixin, BaseEstimator):
     pca_ : PCA
         Fitted on every row given to `fit` / `fit_transform`, with whitening.
     n_components_ : int
+    skip_ : int
+        ``skip``, or half of `n_components_` when the rows or features allow fewer than ``2 * skip``.
     """
 
     _parameter_constraints = {
@@ -60,13 +62,12 @@ class Typicality(TransformerMixin, BaseEstimator):
         self.folds = folds
         self.random_state = random_state
 
-    def _components(self, n_rows: int, n_features: int) -> int:
-        limit = min(n_rows, n_features)
-        k = limit if self.n_components is None else min(self.n_components, limit)
-        if k <= self.skip:
-            raise ValueError(f"typicality: {k} PCA components (rows and features allow at most {limit}) leave "
-                             f"none after skip = {self.skip}; use a smaller skip or more rows")
-        return k
+    def _components(self, n_rows: int, n_features: int) -> None:
+        """Set `n_components_` (at most the rows and features allow) and `skip_` (at most half of them)."""
+        limit = max(1, min(n_rows - 1, n_features))  # centred rows span at most n - 1 directions
+        self.n_components_ = limit if self.n_components is None else min(self.n_components, limit)
+        # On a small folder (fewer rows or features than the skip needs) the distance keeps half the components.
+        self.skip_ = min(self.skip, self.n_components_ // 2)
 
     def _fit_pca(self, X: np.ndarray, k: int) -> PCA:
         # The full SVD: exact small components (the randomised solver blurs them), and no seed.
@@ -76,14 +77,14 @@ class Typicality(TransformerMixin, BaseEstimator):
         return pca
 
     def _score(self, pca: PCA, X: np.ndarray) -> np.ndarray:
-        distance = np.linalg.norm(pca.transform(X)[:, self.skip:], axis=1)
+        distance = np.linalg.norm(pca.transform(X)[:, self.skip_:], axis=1)
         return -np.log(np.maximum(distance, np.finfo(np.float64).tiny))[:, None]
 
     def fit(self, X, y=None):
         """Fit the whitened PCA on every row of X."""
         self._validate_params()
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
-        self.n_components_ = self._components(len(X), X.shape[1])
+        self._components(len(X), X.shape[1])
         self.pca_ = self._fit_pca(X, self.n_components_)
         return self
 
@@ -93,7 +94,7 @@ class Typicality(TransformerMixin, BaseEstimator):
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         folds = min(self.folds, len(X))
         # The same number of components in every fold's PCA and in the final one, so the scales agree.
-        self.n_components_ = self._components(len(X) - -(-len(X) // folds), X.shape[1])
+        self._components(len(X) - -(-len(X) // folds), X.shape[1])
         out = np.empty((len(X), 1))
         for fit_rows, held_out in KFold(folds, shuffle=True, random_state=self.random_state).split(X):
             out[held_out] = self._score(self._fit_pca(X[fit_rows], self.n_components_), X[held_out])
@@ -144,6 +145,6 @@ def describe_reducer(reducer: Pipeline) -> dict:
     if "typicality" in reducer.named_steps:
         step = reducer.named_steps["typicality"]
         out["n_components"] = int(step.n_components_)
-        out["typicality"] = {"skip": int(step.skip), "folds": int(step.folds),
+        out["typicality"] = {"skip": int(step.skip_), "folds": int(step.folds),
                              "explained_variance_ratio": float(step.pca_.explained_variance_ratio_.sum())}
     return out

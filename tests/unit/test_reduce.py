@@ -45,10 +45,13 @@ def test_typicality_is_deterministic_and_unchanged_by_a_shift_of_every_row():
     np.testing.assert_allclose(shifted, a, atol=1e-4)
 
 
-def test_too_few_components_for_the_skip_is_one_clear_error():
+def test_on_a_small_folder_the_skip_keeps_half_the_components():
     X, _ = truncated(n=12, dim=60)
-    with pytest.raises(ValueError, match="leave none after skip = 16"):
-        Typicality(n_components=200, skip=16).fit_transform(X)
+    step = Typicality(n_components=768, skip=16)
+    out = step.fit_transform(X)
+    assert step.n_components_ == 8 and step.skip_ == 4  # 12 rows, 5 folds: 9 rows (8 directions) per fold
+    assert np.isfinite(out).all() and np.isfinite(step.transform(X)).all()
+    assert Typicality(n_components=40, skip=4).fit(truncated()[0]).skip_ == 4
 
 
 def test_config_refuses_typicality_with_incremental_or_too_small_n_components():
