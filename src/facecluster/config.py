@@ -133,13 +133,22 @@ class ReduceConfig(_Strict):
         None, description="Reduce each face to one number, how typical it is (whitened distance from the train "
         "mean over components skip..n_components): generators that sample near the average face sit high.")
 
+    @field_validator("typicality", mode="before")
+    @classmethod
+    def _typicality_off(cls, value: Any) -> Any:
+        # TOML has no null: typicality = false turns a preset's typicality off (PCA alone), true takes the defaults.
+        if value is False:
+            return None
+        return {} if value is True else value
+
     @model_validator(mode="after")
     def _typicality_in_memory(self):
         if self.typicality is not None and self.incremental:
             raise ValueError("typicality needs the whole train matrix in memory; set incremental = false")
         if self.typicality is not None and self.n_components is not None and self.n_components <= self.typicality.skip:
             raise ValueError(f"typicality.skip = {self.typicality.skip} leaves no component of n_components = "
-                             f"{self.n_components}; use more components or a smaller skip")
+                             f"{self.n_components}; use more components, a smaller skip, or typicality = false "
+                             "for PCA alone")
         return self
 
     @field_validator("n_components", mode="before")
@@ -356,4 +365,6 @@ def dump_config(config: Config) -> str:
     data = config.model_dump(mode="json", exclude_none=True)
     if config.reduce.n_components is None:
         data["reduce"]["n_components"] = "none"  # else the preset's value would come back on loading
+    if config.reduce.typicality is None:
+        data["reduce"]["typicality"] = False  # likewise
     return tomli_w.dumps(data)

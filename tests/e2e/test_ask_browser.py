@@ -23,7 +23,7 @@ pytestmark = NEEDS_BROWSER
 HOSTILE = "<img src=x onerror=alert(1)>,\"q\".jpg"
 FORMULA = '=HYPERLINK("x","click").jpg'  # a spreadsheet would run it: labels.csv holds it as '=HYPERLINK(…
 SETTINGS = ('[faces]\ndetector = "none"\n[features]\nextractor = "tiny"\n[reduce]\nstandardize = true\n'
-            'n_components = 2\n[methods.kmeans]\nalgorithm = "kmeans"\nparams = { n_clusters = 2 }\n'
+            'n_components = 2\ntypicality = false\n[methods.kmeans]\nalgorithm = "kmeans"\nparams = { n_clusters = 2 }\n'
             '[methods.birch]\nalgorithm = "birch"\nparams = { n_clusters = 2, threshold = 0.05 }\n')
 
 

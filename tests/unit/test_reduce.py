@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from facecluster.config import MethodConfig, ReduceConfig, TypicalityConfig
+from facecluster.config import MethodConfig, ReduceConfig, TypicalityConfig, dump_config
 from facecluster.errors import ConfigError
 from facecluster.model import FaceModel, fit_and_evaluate
 from facecluster.reduce import Typicality, depends_on_seed, make_reducer
-from facecluster.resolve import build_config
+from facecluster.resolve import build_config, load_config
 from tests.conftest import truncated
 
 
@@ -59,8 +59,10 @@ def test_config_refuses_typicality_with_incremental_or_too_small_n_components():
         ReduceConfig(n_components=64, incremental=True, typicality=TypicalityConfig())
     with pytest.raises(ValueError, match="leaves no component"):
         ReduceConfig(n_components=16, typicality=TypicalityConfig(skip=16))
-    with pytest.raises(ConfigError, match="reduce"):
-        build_config("recommended", {"reduce": {"n_components": 8, "typicality": {"skip": 8}}})
+    with pytest.raises(ConfigError, match="or typicality = false for PCA alone"):
+        build_config("recommended", {"reduce": {"n_components": 8}})
+    assert build_config("recommended", {"reduce": {"n_components": 8, "typicality": False}}).reduce.typicality is None
+    assert build_config("study", {"reduce": {"n_components": 40, "typicality": True}}).reduce.typicality.skip == 16
 
 
 def test_make_reducer_and_the_seed():
@@ -97,3 +99,12 @@ def test_a_typicality_model_survives_save_and_load(tmp_path):
     new, _ = truncated(seed=2)
     np.testing.assert_array_equal(loaded.transform(new), model.transform(new))
     np.testing.assert_array_equal(loaded.predict_clusters(new), model.predict_clusters(new))
+
+
+@pytest.mark.parametrize("preset, typicality", [("recommended", False), ("study", True)])
+def test_config_toml_keeps_typicality_on_or_off_whatever_preset_loads_it(preset, typicality, tmp_path):
+    config = build_config(preset, {"reduce": {"n_components": 40, "typicality": typicality}})
+    path = tmp_path / "config.toml"
+    path.write_text(dump_config(config))
+    for other in ("recommended", "study"):
+        assert load_config(path, preset=other).reduce == config.reduce

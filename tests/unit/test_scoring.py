@@ -215,7 +215,7 @@ def test_the_fit_score_and_run_commands_end_to_end(tmp_path, tiny_extractor, mon
     truth = _flatten(data / "valid", tmp_path / "flat")
     settings = tmp_path / "tiny.toml"
     settings.write_text('[faces]\ndetector = "none"\n[features]\nextractor = "tiny"\n'
-                        '[reduce]\nstandardize = true\nn_components = 2\n'
+                        '[reduce]\nstandardize = true\nn_components = 2\ntypicality = false\n'
                         '[methods.kmeans]\nalgorithm = "kmeans"\nparams = { n_clusters = 2 }\n')
     cache = ["--cache-dir", str(tmp_path / "cache"), "--workers", "0", "-q"]
     fitted = CliRunner().invoke(app, ["fit", str(data), "--out", str(tmp_path / "model"), "--config", str(settings),
