@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from numbers import Integral
 
 import numpy as np
@@ -14,6 +15,13 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from facecluster.config import ReduceConfig
+
+
+def row_hashes(X: np.ndarray) -> np.ndarray:
+    """A 64-bit BLAKE2b hash of each row's bytes (float64, C order): equal rows, equal hashes."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+                     for row in X], dtype=np.uint64)
 
 
 class Typicality(TransformerMixin, BaseEstimator):
@@ -29,7 +37,10 @@ class Typicality(TransformerMixin, BaseEstimator):
     its small components), so, like scikit-learn's ``TargetEncoder``, `fit_transform` scores
     each row with a PCA fitted on the other ``folds`` (cross fitting) and then fits on every row
     for `transform`: train rows and new rows are then on the same scale, and
-    ``fit(X).transform(X)`` is **not** ``fit_transform(X)``.
+    ``fit(X).transform(X)`` is **not** ``fit_transform(X)``. The cross-fitted values are kept
+    by a hash of each train row, so `transform` gives a train row (the same folder scored again)
+    its cross-fitted value, not the biased in-sample one (on a folder of 2200 faces-ffhq images,
+    the in-sample values put 2193 of them in one of the two clusters).
 
     Parameters
     ----------
@@ -44,6 +55,8 @@ class Typicality(TransformerMixin, BaseEstimator):
     ----------
     pca_ : PCA
         Fitted on every row given to `fit` / `fit_transform`, with whitening.
+    train_hashes_, train_values_ : ndarray of shape (n_train,)
+        After `fit_transform`: a 64-bit hash of each train row's bytes (sorted) and its cross-fitted value.
     n_components_ : int
     skip_ : int
         ``skip``, or half of `n_components_` when the rows or features allow fewer than ``2 * skip``.
@@ -102,13 +115,22 @@ class Typicality(TransformerMixin, BaseEstimator):
         for fit_rows, held_out in KFold(folds, shuffle=True, random_state=self.random_state).split(X):
             out[held_out] = self._score(self._fit_pca(X[fit_rows], self.n_components_), X[held_out])
         self.pca_ = self._fit_pca(X, self.n_components_)
+        hashes = row_hashes(X)
+        order = np.argsort(hashes, kind="stable")
+        self.train_hashes_, self.train_values_ = hashes[order], out[order, 0]
         return out
 
     def transform(self, X):
         """Typicality of new rows under the PCA fitted on every train row: shape (n, 1)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return self._score(self.pca_, X)
+        out = self._score(self.pca_, X)
+        if getattr(self, "train_hashes_", None) is not None and len(self.train_hashes_):
+            hashes = row_hashes(X)
+            at = np.minimum(np.searchsorted(self.train_hashes_, hashes), len(self.train_hashes_) - 1)
+            seen = self.train_hashes_[at] == hashes
+            out[seen, 0] = self.train_values_[at[seen]]
+        return out
 
     def get_feature_names_out(self, input_features=None):
         return np.array(["typicality"], dtype=object)

@@ -30,10 +30,21 @@ def test_cross_fitting_puts_train_rows_on_the_scale_of_new_rows():
     new, _ = truncated(n=200, seed=1)
     step = Typicality(n_components=50, skip=0)
     crossed = step.fit_transform(X)[:, 0]
-    in_sample = step.transform(X)[:, 0]
+    in_sample = step._score(step.pca_, X.astype(np.float64))[:, 0]  # the final PCA on its own rows
     fresh = step.transform(new)[:, 0]
     assert in_sample.mean() - fresh.mean() > 0.1  # fitted to those very rows: biased towards "typical"
     assert abs(crossed.mean() - fresh.mean()) < 0.5 * (in_sample.mean() - fresh.mean())
+
+
+def test_a_train_row_scored_again_gets_its_cross_fitted_value_not_the_in_sample_one():
+    X, _ = truncated(n=200)
+    step = Typicality(n_components=50, skip=0)
+    crossed = step.fit_transform(X)
+    again = step.transform(X[::-1])
+    np.testing.assert_array_equal(again[::-1], crossed)
+    nudged = X[:5] + np.float32(1e-3)  # not a train row: scored by the final PCA
+    np.testing.assert_array_equal(step.transform(nudged), step._score(step.pca_, nudged.astype(np.float64)))
+    assert not np.allclose(step.transform(nudged), crossed[:5], atol=1e-3)
 
 
 def test_typicality_is_deterministic_and_unchanged_by_a_shift_of_every_row():
