@@ -119,6 +119,8 @@ class TypicalityConfig(_Strict):
 
     skip: int = Field(16, ge=0, description="Leading (largest-variance) PCA components left out of the distance.")
     folds: int = Field(5, ge=2, le=50, description="Train rows are scored by PCAs fitted on the other folds.")
+    rounds: int = Field(0, ge=0, le=100, description="Rounds of sharpening by a label-free direction (0: off).")
+    shrinkage: float = Field(0.99, gt=0, le=1, description="The direction's covariance shrunk this far toward its average variance.")
 
 
 class ReduceConfig(_Strict):
@@ -282,10 +284,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "faces": {"detector": "mtcnn", "crop": "box"},
         "features": {"extractor": "facenet-bottleneck"},
         # Each face reduced to how typical it is (whitened distance from the train mean over PCA
-        # components 16.., as many as 2/3 of a fold's rows allow: 821 on faces-ffhq), then two Gaussians
-        # on that one number: chosen on train only (examples/sweep-ffhq-typicality.toml against
-        # examples/sweep-ffhq.toml, docs/results-ffhq.md).
-        "reduce": {"standardize": False, "n_components": None, "typicality": {"skip": 16, "folds": 5}},
+        # components 16.., as many as 2/3 of a fold's rows allow: 821 on faces-ffhq), sharpened by the
+        # label-free direction between its typical and atypical groups (20 rounds at most, covariance
+        # shrunk 0.99), then two Gaussians on that one number: chosen on train only (typicality alone
+        # against examples/sweep-ffhq.toml, examples/sweep-ffhq-typicality.toml; then rounds 0 or 20 and
+        # shrinkage 0.8-1.0 by the same criterion: 0.838 at 0.99 against 0.800 without; docs/results-ffhq.md).
+        "reduce": {"standardize": False, "n_components": None,
+                   "typicality": {"skip": 16, "folds": 5, "rounds": 20, "shrinkage": 0.99}},
         "methods": {"gmm": {"algorithm": "gmm", "params": {"n_clusters": 2}}},
         # The train-only criterion keeps the best of ten GMM seeds (the typicality is fitted once).
         "evaluation": {"naming": "enrichment", "restarts": 10},

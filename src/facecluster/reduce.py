@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA, IncrementalPCA
+from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -22,6 +23,34 @@ def row_hashes(X: np.ndarray) -> np.ndarray:
     X = np.ascontiguousarray(X, dtype=np.float64)
     return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
                      for row in X], dtype=np.uint64)
+
+
+class _ShrunkSolver:
+    """``v ↦ Σ⁻¹ v`` for the covariance Σ of some rows shrunk toward its mean eigenvalue (one SVD, then cheap)."""
+
+    def __init__(self, X: np.ndarray, shrinkage: float):
+        self.mean = X.mean(axis=0)
+        _, singular, self.basis = np.linalg.svd(X - self.mean, full_matrices=False)
+        variances = singular ** 2 / max(1, len(X) - 1)
+        average = max(variances.sum() / X.shape[1], np.finfo(np.float64).tiny)
+        self.inverse = 1 / ((1 - shrinkage) * variances + shrinkage * average)
+        self.rest = 1 / (shrinkage * average)  # the directions the rows do not span
+
+    def direction(self, X: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """The linear discriminant of ``group`` against the other rows of ``X`` (the rows it was built on)."""
+        v = X[group].mean(axis=0) - X[~group].mean(axis=0)
+        c = self.basis @ v
+        return self.basis.T @ (c * self.inverse) + (v - self.basis.T @ c) * self.rest
+
+
+def _typical_group(score: np.ndarray, random_state: int) -> np.ndarray:
+    """The rows of the two-component mixture on ``score`` whose component has the higher mean."""
+    mixture = GaussianMixture(2, random_state=random_state).fit(score[:, None])
+    return mixture.predict(score[:, None]) == int(np.argmax(mixture.means_[:, 0]))
+
+
+def _standard(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), float(max(values.std(), np.finfo(np.float64).tiny))
 
 
 class Typicality(TransformerMixin, BaseEstimator):
@@ -42,6 +71,16 @@ class Typicality(TransformerMixin, BaseEstimator):
     its cross-fitted value, not the biased in-sample one (on a folder of 2200 faces-ffhq images,
     the in-sample values put 2193 of them in one of the two clusters).
 
+    With ``rounds`` > 0 the typicality is **sharpened by a direction**, without labels: a
+    two-component mixture on it splits the rows into a typical and an atypical group; a linear
+    discriminant of the two (the total covariance shrunk by ``shrinkage`` toward its average
+    variance, on the features as given) projects every row; the column becomes the sum of the
+    standardised typicality and the standardised projection; the mixture splits that sum again,
+    and so on until no row changes group or ``rounds`` have run. The direction reads the mean
+    difference that the typical group carries beside its small spread (faces-ffhq: valid
+    balanced accuracy 0.80 → 0.84); train rows are projected by directions fitted on the other
+    folds, as above.
+
     Parameters
     ----------
     n_components : int or None, default=None
@@ -49,7 +88,11 @@ class Typicality(TransformerMixin, BaseEstimator):
     skip : int, default=16
     folds : int, default=5
     random_state : int, default=0
-        The folds' shuffle (the PCA is a full SVD: no seed).
+        The folds' shuffle and the mixtures' initialisation (the PCA is a full SVD: no seed).
+    rounds : int, default=0
+        At most this many rounds of sharpening by a direction; 0 keeps the typicality alone.
+    shrinkage : float, default=0.99
+        The direction's covariance, shrunk this far toward its average variance (1: the mean difference).
 
     Attributes
     ----------
@@ -60,6 +103,10 @@ class Typicality(TransformerMixin, BaseEstimator):
     n_components_ : int
     skip_ : int
         ``skip``, or half of `n_components_` when the rows or features allow fewer than ``2 * skip``.
+    direction_, direction_mean_ : ndarray of shape (n_features,)
+        With ``rounds``: the direction fitted on every train row and the train mean it is applied from.
+    rounds_ : int
+        The rounds that ran (0 without ``rounds``, or when a fold's group was too small to split).
     """
 
     _parameter_constraints = {
@@ -67,13 +114,17 @@ class Typicality(TransformerMixin, BaseEstimator):
         "skip": [Interval(Integral, 0, None, closed="left")],
         "folds": [Interval(Integral, 2, None, closed="left")],
         "random_state": ["random_state"],
+        "rounds": [Interval(Integral, 0, None, closed="left")],
+        "shrinkage": [Interval(Real, 0, 1, closed="right")],
     }
 
-    def __init__(self, n_components=None, skip=16, folds=5, random_state=0):
+    def __init__(self, n_components=None, skip=16, folds=5, random_state=0, rounds=0, shrinkage=0.99):
         self.n_components = n_components
         self.skip = skip
         self.folds = folds
         self.random_state = random_state
+        self.rounds = rounds
+        self.shrinkage = shrinkage
 
     def _components(self, n_rows: int, n_features: int) -> None:
         """Set `n_components_` (at most the rows and features allow) and `skip_` (at most half of them)."""
@@ -97,11 +148,15 @@ class Typicality(TransformerMixin, BaseEstimator):
         return -np.log(np.maximum(distance, np.finfo(np.float64).tiny))[:, None]
 
     def fit(self, X, y=None):
-        """Fit the whitened PCA on every row of X."""
+        """Fit the whitened PCA on every row of X (with ``rounds``: as `fit_transform`, which the direction needs)."""
+        if self.rounds:
+            self.fit_transform(X)
+            return self
         self._validate_params()
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         self._components(len(X), X.shape[1])
         self.pca_ = self._fit_pca(X, self.n_components_)
+        self.direction_ = None
         return self
 
     def fit_transform(self, X, y=None):
@@ -111,20 +166,56 @@ class Typicality(TransformerMixin, BaseEstimator):
         folds = min(self.folds, len(X))
         # The same number of components in every fold's PCA and in the final one, so the scales agree.
         self._components(len(X) - -(-len(X) // folds), X.shape[1])
-        out = np.empty((len(X), 1))
-        for fit_rows, held_out in KFold(folds, shuffle=True, random_state=self.random_state).split(X):
-            out[held_out] = self._score(self._fit_pca(X[fit_rows], self.n_components_), X[held_out])
+        splits = list(KFold(folds, shuffle=True, random_state=self.random_state).split(X))
+        out = np.empty(len(X))
+        for fit_rows, held_out in splits:
+            out[held_out] = self._score(self._fit_pca(X[fit_rows], self.n_components_), X[held_out])[:, 0]
         self.pca_ = self._fit_pca(X, self.n_components_)
+        self.rounds_, self.direction_ = 0, None
+        if self.rounds:
+            out = self._sharpen(X, out, splits)
         hashes = row_hashes(X)
         order = np.argsort(hashes, kind="stable")
-        self.train_hashes_, self.train_values_ = hashes[order], out[order, 0]
-        return out
+        self.train_hashes_, self.train_values_ = hashes[order], out[order]
+        return out[:, None]
+
+    def _sharpen(self, X: np.ndarray, typicality: np.ndarray, splits: list) -> np.ndarray:
+        """The rounds of sharpening by a direction (class notes); sets the direction and both scales."""
+        self.typicality_scale_ = _standard(typicality)
+        standard = (typicality - self.typicality_scale_[0]) / self.typicality_scale_[1]
+        solvers = [_ShrunkSolver(X[fit_rows], self.shrinkage) for fit_rows, _ in splits]
+        group, projection, combined = _typical_group(standard, self.random_state), None, standard
+        for _ in range(self.rounds):
+            if any(min(group[fit_rows].sum(), (~group[fit_rows]).sum()) < 2 for fit_rows, _ in splits):
+                break  # a fold with (almost) one group: no direction to fit
+            projection = np.empty(len(X))
+            for (fit_rows, held_out), solver in zip(splits, solvers):
+                projection[held_out] = (X[held_out] - solver.mean) @ solver.direction(X[fit_rows], group[fit_rows])
+            mean, scale = _standard(projection)
+            combined = standard + (projection - mean) / scale
+            self.rounds_ += 1
+            regrouped = _typical_group(combined, self.random_state)
+            if np.array_equal(regrouped, group):
+                break
+            group = regrouped
+        solver = _ShrunkSolver(X, self.shrinkage)
+        if self.rounds_:
+            self.direction_mean_, self.direction_ = solver.mean, solver.direction(X, group)
+            self.direction_scale_ = _standard((X - solver.mean) @ self.direction_)
+        else:  # no round could run: the standardised typicality alone
+            self.direction_mean_, self.direction_ = solver.mean, np.zeros(X.shape[1])
+            self.direction_scale_ = (0.0, 1.0)
+        return combined
 
     def transform(self, X):
         """Typicality of new rows under the PCA fitted on every train row: shape (n, 1)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         out = self._score(self.pca_, X)
+        if getattr(self, "direction_", None) is not None:
+            projection = (X - self.direction_mean_) @ self.direction_
+            out = ((out - self.typicality_scale_[0]) / self.typicality_scale_[1]
+                   + (projection[:, None] - self.direction_scale_[0]) / self.direction_scale_[1])
         if getattr(self, "train_hashes_", None) is not None and len(self.train_hashes_):
             hashes = row_hashes(X)
             at = np.minimum(np.searchsorted(self.train_hashes_, hashes), len(self.train_hashes_) - 1)
@@ -144,7 +235,8 @@ def make_reducer(config: ReduceConfig, seed: int = 0) -> Pipeline:
     if config.typicality is not None:
         # Not the model's seed: the folds stay the same across restarts, so the reducer is fitted once.
         steps.append(("typicality", Typicality(n_components=config.n_components, skip=config.typicality.skip,
-                                               folds=config.typicality.folds)))
+                                               folds=config.typicality.folds, rounds=config.typicality.rounds,
+                                               shrinkage=config.typicality.shrinkage)))
     elif config.n_components is not None and config.incremental:
         steps.append(("pca", IncrementalPCA(n_components=config.n_components)))
     elif config.n_components is not None:
@@ -170,6 +262,6 @@ def describe_reducer(reducer: Pipeline) -> dict:
     if "typicality" in reducer.named_steps:
         step = reducer.named_steps["typicality"]
         out["n_components"] = int(step.n_components_)
-        out["typicality"] = {"skip": int(step.skip_), "folds": int(step.folds),
+        out["typicality"] = {"skip": int(step.skip_), "folds": int(step.folds), "rounds": int(getattr(step, "rounds_", 0)),
                              "explained_variance_ratio": float(step.pca_.explained_variance_ratio_.sum())}
     return out

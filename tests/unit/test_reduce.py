@@ -119,3 +119,51 @@ def test_config_toml_keeps_typicality_on_or_off_whatever_preset_loads_it(preset,
     path.write_text(dump_config(config))
     for other in ("recommended", "study"):
         assert load_config(path, preset=other).reduce == config.reduce
+
+
+def shifted(seed=0, n=400, dim=60):
+    """Rows like `truncated`'s, the "fake" half shrunk to 0.85 and also shifted (±1 along the ten
+    largest-variance dimensions): a mean difference the distance from the mean reads only in part."""
+    rng = np.random.default_rng(seed)
+    fake = np.arange(n) % 2 == 1
+    X = rng.normal(size=(n, dim)) * np.geomspace(5.0, 0.2, dim) * np.where(fake, 0.85, 1.0)[:, None]
+    X[:, :10] += np.where(fake, 1.0, -1.0)[:, None]
+    return (X + 3.0).astype(np.float32), fake.astype(int)
+
+
+def test_sharpening_by_the_direction_reads_the_shift_the_distance_misses():
+    X, fake = shifted()
+    new, new_fake = shifted(seed=1)
+    plain = Typicality(n_components=40, skip=4).fit(X)
+    sharp = Typicality(n_components=40, skip=4, rounds=20)
+    inside = sharp.fit_transform(X)
+    assert 1 <= sharp.rounds_ <= 20 and sharp.direction_.shape == (X.shape[1],)
+    plain_auc = roc_auc_score(new_fake, plain.transform(new)[:, 0])  # about 0.83
+    assert roc_auc_score(fake, inside[:, 0]) > plain_auc + 0.05
+    assert roc_auc_score(new_fake, sharp.transform(new)[:, 0]) > plain_auc + 0.05  # about 0.94
+    np.testing.assert_array_equal(sharp.transform(X), inside)  # train rows keep their cross-fitted values
+    again = Typicality(n_components=40, skip=4, rounds=20).fit_transform(X)
+    np.testing.assert_array_equal(again, inside)  # deterministic
+    # `fit` alone fits the direction too (it needs the cross-fitted groups): the same model.
+    np.testing.assert_array_equal(Typicality(n_components=40, skip=4, rounds=20).fit(X).transform(new),
+                                  sharp.transform(new))
+
+
+def test_sharpening_on_a_tiny_folder_stays_finite():
+    X, _ = truncated(n=8, dim=20)
+    step = Typicality(n_components=4, skip=1, folds=4, rounds=5)
+    out = step.fit_transform(X)
+    assert out.shape == (8, 1) and np.isfinite(out).all() and np.isfinite(step.transform(X + 1)).all()
+
+
+def test_a_sharpened_typicality_model_survives_save_and_load(tmp_path):
+    X, _ = shifted()
+    model = FaceModel(reduce=ReduceConfig(n_components=40, typicality=TypicalityConfig(skip=4, rounds=20)),
+                      methods={"gmm": MethodConfig(algorithm="gmm", params={"n_clusters": 2})})
+    model.fit(X)
+    assert model.reducer_.named_steps["typicality"].rounds_ >= 1
+    loaded = FaceModel.load(model.save(tmp_path / "model"))
+    new, _ = shifted(seed=2)
+    np.testing.assert_array_equal(loaded.transform(new), model.transform(new))
+    np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
+    np.testing.assert_array_equal(loaded.predict_clusters(new), model.predict_clusters(new))
