@@ -72,8 +72,8 @@ DEFAULT_GRID: dict[str, Any] = {
     },
 }
 
-GRID_KEYS = {"features", "crops", "n_components", "standardize", "typicality", "selection", "bootstrap_resamples",
-             "methods"}
+GRID_KEYS = {"features", "crops", "n_components", "standardize", "typicality", "typicality_rounds", "selection",
+             "bootstrap_resamples", "methods"}
 
 
 @dataclass
@@ -90,6 +90,8 @@ class Grid:
     base: Config = field(default_factory=Config)
     #: Also (True) or only reduce each face to its typicality (`reduce.Typicality`, the default skip and folds).
     typicality: list[bool] = field(default_factory=lambda: [False])
+    #: The typicality's rounds of sharpening by a direction (`reduce.Typicality`; 0: the distance alone).
+    typicality_rounds: list[int] = field(default_factory=lambda: [0])
 
     @classmethod
     def from_dict(cls, sweep: dict[str, Any], base: Config, source: str = "grid") -> "Grid":
@@ -97,8 +99,8 @@ class Grid:
         unknown = set(sweep) - GRID_KEYS
         if unknown:
             raise ConfigError(f"{source}: sweep.{sorted(unknown)[0]}: unknown key; allowed: {sorted(GRID_KEYS)}")
-        values = {"typicality": [False], **DEFAULT_GRID, **sweep}
-        for key in ("features", "crops", "n_components", "standardize", "typicality"):
+        values = {"typicality": [False], "typicality_rounds": [0], **DEFAULT_GRID, **sweep}
+        for key in ("features", "crops", "n_components", "standardize", "typicality", "typicality_rounds"):
             if not isinstance(values[key], list) or not values[key]:
                 raise ConfigError(f"{source}: sweep.{key} must be a non-empty list")
         if values["selection"] not in SELECTION_CRITERIA:
@@ -122,8 +124,11 @@ class Grid:
                 raise ConfigError(f"{source}: sweep.methods.{name}: {error}") from None
         if not all(isinstance(v, bool) for v in values["typicality"]):
             raise ConfigError(f"{source}: sweep.typicality must be a list of true/false")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100 for v in values["typicality_rounds"]):
+            raise ConfigError(f"{source}: sweep.typicality_rounds must be a list of whole numbers from 0 to 100")
         return cls(values["features"], values["crops"], dims, [bool(v) for v in values["standardize"]], methods,
-                   values["selection"], int(values["bootstrap_resamples"]), base, values["typicality"])
+                   values["selection"], int(values["bootstrap_resamples"]), base, values["typicality"],
+                   values["typicality_rounds"])
 
     @classmethod
     def from_toml(cls, path: Path | None, preset: str | None = "study") -> "Grid":
@@ -150,12 +155,13 @@ class Grid:
         return out
 
     def reducers(self) -> list[ReduceConfig]:
-        """Every reducer of the grid (standardisation × components × typicality); typicality only where
-        components remain after its skip."""
+        """Every reducer of the grid (standardisation × components × typicality and its rounds);
+        typicality only where components remain after its skip."""
         skip = TypicalityConfig().skip
-        return [ReduceConfig(standardize=s, n_components=d, typicality=TypicalityConfig() if t else None)
-                for t in self.typicality for s in self.standardize for d in self.n_components
-                if not t or d is None or d > skip]
+        typicalities = [TypicalityConfig(rounds=r) for r in self.typicality_rounds] if True in self.typicality else []
+        return [ReduceConfig(standardize=s, n_components=d, typicality=t)
+                for t in ([None] if False in self.typicality else []) + typicalities
+                for s in self.standardize for d in self.n_components if t is None or d is None or d > skip]
 
 
 def _is_k_range(key: str, value: Any) -> bool:
@@ -181,7 +187,7 @@ def config_of(row: dict, base: Config) -> Config:
         data["faces"]["crop"] = row["crop"]
     data["reduce"] = {"standardize": row["standardize"], "n_components": row["n_components"] or "none"}
     if row.get("typicality"):
-        data["reduce"]["typicality"] = {}
+        data["reduce"]["typicality"] = {"rounds": row.get("typicality_rounds", 0)}
     data["methods"] = {row["method"]: {"algorithm": row["algorithm"], "params": row["params"]}}
     return build_config(None, data, source="sweep")
 
@@ -189,7 +195,9 @@ def config_of(row: dict, base: Config) -> Config:
 def _label(row: dict) -> str:
     params = ",".join(f"{k}={v}" for k, v in row["params"].items())
     dims = "all" if row["n_components"] is None else row["n_components"]
-    reducer = "typicality" if row.get("typicality") else "pca"
+    reducer = "pca"
+    if row.get("typicality"):
+        reducer = f"typicality-r{row['typicality_rounds']}-" if row.get("typicality_rounds") else "typicality"
     return f"{row['features']}|{row['crop']}|{'std+' if row['standardize'] else ''}{reducer}{dims}|{row['method']}({params})"
 
 
@@ -243,7 +251,9 @@ def _rows_of(results: list[dict], variants: list[tuple[str, str, dict]], reduce_
     for result, (name, algorithm, params) in zip(results, variants):
         row: dict[str, Any] = {"features": features_name, "crop": crop, "standardize": reduce_cfg.standardize,
                                "n_components": reduce_cfg.n_components,
-                               "typicality": reduce_cfg.typicality is not None, "method": name,
+                               "typicality": reduce_cfg.typicality is not None,
+                               "typicality_rounds": reduce_cfg.typicality.rounds if reduce_cfg.typicality else 0,
+                               "method": name,
                                "algorithm": algorithm, "params": params}
         if "error" in result:
             rows.append({**row, "error": result["error"]})

@@ -60,6 +60,7 @@ def _sweep(source, grid, tmp_path):
     ({"n_components": [0]}, "not a positive integer"),
     ({"standardize": []}, "non-empty list"),
     ({"typicality": ["yes"]}, "sweep.typicality must be a list of true/false"),
+    ({"typicality_rounds": [-1]}, "sweep.typicality_rounds must be a list of whole numbers"),
     ({"methods": {"x": {"algorithm": "nope"}}}, "sweep.methods.x"),
 ])
 def test_bad_grids_are_refused_with_the_key(sweep_table, message):
@@ -222,15 +223,19 @@ def test_typicality_rows_score_as_a_run_of_their_best_toml_would(tiny_extractor)
                               root="truncated", fingerprint=lambda: "truncated", counts=lambda: {})
     base = build_config(None, {"evaluation": {"restarts": 3, "naming": "enrichment"}})
     grid = Grid.from_dict({"features": [tiny_extractor], "crops": ["box"], "n_components": [8, 40],
-                           "standardize": [False], "typicality": [False, True], "bootstrap_resamples": 0,
+                           "standardize": [False], "typicality": [False, True], "typicality_rounds": [0, 3],
+                           "bootstrap_resamples": 0,
                            "methods": {"gmm": {"algorithm": "gmm", "params": {"n_clusters": [2]}}}}, base)
-    assert [(r.n_components, r.typicality is not None) for r in grid.reducers()] == [(8, False), (40, False), (40, True)]
+    assert [(r.n_components, r.typicality and r.typicality.rounds) for r in grid.reducers()] == [
+        (8, None), (40, None), (40, 0), (40, 3)]
     board = sweep(dataset, grid, GivenFeatures(), store=None, progress=False)["leaderboard"]
-    typical = [row for row in board if row["typicality"]]
-    assert len(board) == 3 and len(typical) == 1 and "|typicality40|" in typical[0]["id"]
-    config = config_of(typical[0], base)
-    assert config.reduce.typicality is not None and config.reduce.n_components == 40
-    _, alone = fit_and_evaluate(features, status, labels, splits, reduce=config.reduce, methods=config.methods,
-                                naming="enrichment", n_resamples=0, restarts=3)
-    assert typical[0]["valid"]["balanced_accuracy"] == alone["methods"]["gmm"]["scores"]["valid"]["balanced_accuracy"]
+    typical = sorted((row for row in board if row["typicality"]), key=lambda row: row["typicality_rounds"])
+    assert len(board) == 4 and [row["typicality_rounds"] for row in typical] == [0, 3]
+    assert "|typicality40|" in typical[0]["id"] and "|typicality-r3-40|" in typical[1]["id"]
+    for row in typical:  # each scores as its best.toml would in a run of its own
+        config = config_of(row, base)
+        assert config.reduce.typicality.rounds == row["typicality_rounds"] and config.reduce.n_components == 40
+        _, alone = fit_and_evaluate(features, status, labels, splits, reduce=config.reduce, methods=config.methods,
+                                    naming="enrichment", n_resamples=0, restarts=3)
+        assert row["valid"]["balanced_accuracy"] == alone["methods"]["gmm"]["scores"]["valid"]["balanced_accuracy"]
     assert typical[0]["valid"]["balanced_accuracy"] > 0.75  # the truncated rows are found without labels
