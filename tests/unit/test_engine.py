@@ -96,3 +96,32 @@ def test_copies_are_computed_once_across_the_whole_input_not_just_a_chunk(tiny_d
     assert extractor.embedded == len(samples) - 1 == result.computed["features"]
     np.testing.assert_array_equal(result.features[names.index(copy)], result.features[names.index(twin)])
     assert result.status[names.index(copy)] == result.status[names.index(twin)]
+
+
+def test_close_kills_the_workers_when_the_pool_does_not_stop():
+    """A pool whose terminate never returns (its task feeder stuck on a lock) does not hang `close`."""
+    import threading
+
+    class Worker:
+        exitcode = None
+
+        def kill(self):
+            self.exitcode = -9
+
+    class StuckPool:
+        def __init__(self):
+            self._pool = [Worker(), Worker()]
+            self.release = threading.Event()
+
+        def terminate(self):
+            self.release.wait()
+
+        def join(self):
+            pass
+
+    engine = LocalEngine(workers=2)
+    engine.close_timeout = 0.2
+    engine._pool = stuck = StuckPool()
+    engine.close()
+    assert engine._pool is None and [w.exitcode for w in stuck._pool] == [-9, -9]
+    stuck.release.set()

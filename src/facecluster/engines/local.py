@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -88,13 +89,29 @@ class LocalEngine:
         # imap hands the jobs to the workers now; the results are read later, in order.
         return self._pool.imap(face_work, jobs, chunksize=4)
 
+    #: Seconds `close` waits for the pool to stop before it kills the workers.
+    close_timeout = 30.0
+
     def close(self) -> None:
-        """Stop the worker processes, if any were started."""
+        """Stop the worker processes, if any were started.
+
+        `Pool.terminate` stops the workers first and then waits for the pool's task feeder, which can
+        wait for ever on its queue's lock after an interrupted extraction (seen once in CI, in
+        test_interrupted_run_resumes_with_only_the_rest): so it runs in a helper thread, and past a
+        deadline the workers are killed and the pool is left to its (daemon) threads.
+        """
         self._keep_pool = False
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        workers = list(getattr(pool, "_pool", []))  # the worker processes (multiprocessing's attribute)
+        stopper = threading.Thread(target=lambda: (pool.terminate(), pool.join()), daemon=True)
+        stopper.start()
+        stopper.join(timeout=self.close_timeout)
+        if stopper.is_alive():
+            for worker in workers:
+                if worker.exitcode is None:
+                    worker.kill()
 
     def extract(self, samples: list[Sample], faces_config: FacesConfig, extractor: Extractor,
                 store: FeatureStore, progress: bool = True) -> Extraction:
