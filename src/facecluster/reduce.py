@@ -198,12 +198,12 @@ class Typicality(TransformerMixin, BaseEstimator):
             if np.array_equal(regrouped, group):
                 break
             group = regrouped
-        solver = _ShrunkSolver(X, self.shrinkage)
         if self.rounds_:
+            solver = _ShrunkSolver(X, self.shrinkage)
             self.direction_mean_, self.direction_ = solver.mean, solver.direction(X, group)
             self.direction_scale_ = _standard((X - solver.mean) @ self.direction_)
-        else:  # no round could run: the standardised typicality alone
-            self.direction_mean_, self.direction_ = solver.mean, np.zeros(X.shape[1])
+        else:  # no round could run: the standardised typicality alone (no SVD of every row needed)
+            self.direction_mean_, self.direction_ = X.mean(axis=0), np.zeros(X.shape[1])
             self.direction_scale_ = (0.0, 1.0)
         return combined
 

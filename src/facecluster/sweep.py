@@ -124,8 +124,13 @@ class Grid:
                 raise ConfigError(f"{source}: sweep.methods.{name}: {error}") from None
         if not all(isinstance(v, bool) for v in values["typicality"]):
             raise ConfigError(f"{source}: sweep.typicality must be a list of true/false")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100 for v in values["typicality_rounds"]):
-            raise ConfigError(f"{source}: sweep.typicality_rounds must be a list of whole numbers from 0 to 100")
+        for value in values["typicality_rounds"]:
+            try:  # the bounds are TypicalityConfig's
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(value)
+                TypicalityConfig(rounds=value)
+            except ValueError:
+                raise ConfigError(f"{source}: sweep.typicality_rounds must be a list of whole numbers from 0 to 100") from None
         return cls(values["features"], values["crops"], dims, [bool(v) for v in values["standardize"]], methods,
                    values["selection"], int(values["bootstrap_resamples"]), base, values["typicality"],
                    values["typicality_rounds"])
